@@ -1,0 +1,36 @@
+# The two commands a newcomer needs: `make run` (the main job) and `make test`.
+# Both create .venv on first use and install the package into it.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.llbbench-installed
+
+.PHONY: run test test-slow lint format bench clean-runs
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: $(STAMP)  ## the quick-start job; extra overrides: make run ARGS="optimizer=adam"
+	$(BIN)/llbbench run experiment=quickstart $(ARGS)
+
+test: $(STAMP)  ## the test suite (CPU, a few minutes)
+	$(BIN)/pytest -q
+
+test-slow: $(STAMP)  ## the long tests that `make test` leaves out
+	$(BIN)/pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)  ## benchmarks: write results/bench/*.json (needs CIFAR-10 under $$LLBBENCH_DATA or ./data)
+	$(BIN)/python scripts/bench_run.py
+
+clean-runs:  ## delete ad-hoc run directories under results/runs/
+	rm -rf results/runs

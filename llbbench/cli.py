@@ -1,0 +1,69 @@
+"""The `llbbench` command line: it only parses and dispatches."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+USAGE = """\
+usage: llbbench COMMAND [ARGS]
+
+Reproduce and re-examine Zheng et al. (2019), "Layer-wise learning based stochastic gradient descent".
+
+commands:
+  run      train one run (or, with --multirun/-m, a sweep) configured by Hydra overrides,
+           e.g. `llbbench run optimizer=adam train.epochs=2`; `llbbench run --help` lists the config groups
+
+`llbbench COMMAND --help` says more about each command.
+"""
+
+COMMANDS = ("run",)
+log = logging.getLogger("llbbench")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _run(cfg: DictConfig) -> str:
+    from . import train  # imported here so that `llbbench --help` stays fast
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        summary = train.run(cfg, run_dir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"llbbench run: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    status = summary["status"]
+    print(f"run {status}: results in {run_dir}")
+    if status == "failed" and hydra_cfg.mode == RunMode.RUN:
+        sys.exit(1)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    command, rest = argv[0], argv[1:]
+    # warnings (e.g. a dataset that is not the official release) become one log line of the run
+    warnings.formatwarning = lambda message, category, *_, **__: f"{category.__name__}: {message}"
+    logging.captureWarnings(True)
+    if command == "run":
+        sys.argv = ["llbbench run", *rest]  # Hydra parses sys.argv
+        _run()
+        return 0
+    print(f"llbbench: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""A small three-block CNN for tests and quick CPU runs."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def smallcnn(num_classes: int, input_shape: tuple[int, ...], width: float = 1.0) -> nn.Sequential:
+    """conv-BN-ReLU blocks of 32, 64 and 128 channels (times `width`), max-pools, global average pool, linear."""
+    if width <= 0:
+        raise ValueError(f"model.width={width} must be positive")
+    c1, c2, c3 = (max(1, round(c * width)) for c in (32, 64, 128))
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    return nn.Sequential(
+        *block(input_shape[0], c1),
+        nn.MaxPool2d(2),
+        *block(c1, c2),
+        nn.MaxPool2d(2),
+        *block(c2, c3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(c3, num_classes),
+    )

@@ -1,0 +1,197 @@
+"""The paper's optimizers behind one registry.
+
+`build(name, model, **hparams)` returns a ready optimizer for any registered name; `names()` lists them.
+Each entry is an `OptimizerSpec`: a small frozen record of what the optimizer is, its default
+hyper-parameters, named presets (`torch`, and `tf1` for the paper-era TensorFlow 1.x values of SPEC
+section 3) and capability flags that tell a training loop how to drive it. Adding an optimizer means
+writing its class and calling `register` once.
+
+This package imports nothing else of llbbench, so it can be lifted into any training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["OptimizerSpec", "build", "current_lrs", "get", "names", "register"]
+
+BASE_PRESET = "torch"
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One registered optimizer: how to build it, its defaults, and what a training loop must give it.
+
+    `factory(params, **hparams)` builds the optimizer. `presets` maps a preset name to the values that
+    differ from `defaults`; the base preset `torch` is always available. The capability flags:
+    - `needs_loss`: `step(loss=...)` must receive the mini-batch loss;
+    - `needs_create_graph`: the optimizer's `should_create_graph()` says whether the next `backward` must
+      keep the graph (`loss.backward(create_graph=...)`);
+    - `needs_model`: the factory takes `model=` and `input_shape=` keywords;
+    - `layerwise`: the factory takes one param group per layer (`layer_groups(model)`), not a flat list.
+    """
+
+    name: str
+    factory: Callable[..., torch.optim.Optimizer]
+    description: str
+    defaults: Mapping[str, Any]
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    needs_loss: bool = False
+    needs_create_graph: bool = False
+    needs_model: bool = False
+    layerwise: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        presets = {BASE_PRESET: {}, **{k: MappingProxyType(dict(v)) for k, v in self.presets.items()}}
+        for preset, values in presets.items():
+            unknown = sorted(set(values) - set(self.defaults))
+            if unknown:
+                raise ValueError(f"preset {preset!r} of optimizer {self.name!r} sets unknown {unknown}")
+        object.__setattr__(self, "presets", MappingProxyType(presets))
+
+    def hparams(self, preset: str = BASE_PRESET, **overrides: Any) -> dict[str, Any]:
+        """The hyper-parameters for `preset`, with every non-None override applied."""
+        if preset not in self.presets:
+            raise ValueError(
+                f"unknown preset {preset!r} for optimizer {self.name!r}; valid presets: {sorted(self.presets)}"
+            )
+        values = {**self.defaults, **self.presets[preset]}
+        unknown = sorted(set(overrides) - set(values))
+        if unknown:
+            raise ValueError(
+                f"optimizer {self.name!r} has no hyper-parameter {', '.join(map(repr, unknown))}; "
+                f"valid: {sorted(values)} (and 'preset')"
+            )
+        values.update({k: _tuple_if_list(v) for k, v in overrides.items() if v is not None})
+        return values
+
+
+_REGISTRY: dict[str, OptimizerSpec] = {}
+
+
+def register(spec: OptimizerSpec) -> OptimizerSpec:
+    """Add an optimizer to the registry (a name may be registered once)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"optimizer {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def names() -> list[str]:
+    """The registered optimizer names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> OptimizerSpec:
+    """The registry entry for `name`; an unknown name raises `ValueError` listing the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(names())}") from None
+
+
+def build(
+    name: str,
+    model: nn.Module,
+    *,
+    preset: str = BASE_PRESET,
+    input_shape: tuple[int, ...] | None = None,
+    **hparams: Any,
+) -> torch.optim.Optimizer:
+    """A ready optimizer `name` over `model`'s trainable parameters.
+
+    `hparams` override the preset's values; a value of None keeps the preset's. `input_shape` (one
+    sample, e.g. (3, 32, 32)) is passed on only to optimizers that need the model.
+    """
+    spec = get(name)
+    values = spec.hparams(preset, **hparams)
+    if spec.layerwise:
+        from .llb import layer_groups
+
+        params: Iterable = layer_groups(model)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+    if spec.needs_model:
+        values.update(model=model, input_shape=input_shape)
+    return spec.factory(params, **values)
+
+
+def current_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """Each layer's (or param group's) current learning rate, by name, for logging.
+
+    Optimizers with per-layer rates expose `layer_lrs()`; for the others the groups' `lr` is the rate.
+    """
+    layer_lrs = getattr(optimizer, "layer_lrs", None)
+    if callable(layer_lrs):
+        return layer_lrs()
+    return {group.get("name", f"group{i}"): float(group["lr"]) for i, group in enumerate(optimizer.param_groups)}
+
+
+def _tuple_if_list(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+# --- the six torch.optim baselines (SPEC section 3), with PyTorch's defaults and the paper-era values ---
+
+register(
+    OptimizerSpec(
+        name="sgd",
+        factory=torch.optim.SGD,
+        description="plain stochastic gradient descent (torch.optim.SGD, no momentum)",
+        defaults={"lr": 1e-3, "weight_decay": 0.0},
+        presets={"tf1": {}},
+    )
+)
+register(
+    OptimizerSpec(
+        name="nag",
+        factory=partial(torch.optim.SGD, nesterov=True),
+        description="SGD with Nesterov momentum 0.9 (torch.optim.SGD(nesterov=True))",
+        defaults={"lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0},
+        presets={"tf1": {}},
+    )
+)
+register(
+    OptimizerSpec(
+        name="adagrad",
+        factory=torch.optim.Adagrad,
+        description="Adagrad (torch.optim.Adagrad)",
+        defaults={"lr": 1e-2, "eps": 1e-10, "initial_accumulator_value": 0.0, "weight_decay": 0.0},
+        presets={"tf1": {"initial_accumulator_value": 0.1}},
+    )
+)
+register(
+    OptimizerSpec(
+        name="adam",
+        factory=torch.optim.Adam,
+        description="Adam with L2 weight decay (torch.optim.Adam)",
+        defaults={"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
+        presets={"tf1": {}},
+    )
+)
+register(
+    OptimizerSpec(
+        name="adadelta",
+        factory=torch.optim.Adadelta,
+        description="Adadelta (torch.optim.Adadelta)",
+        defaults={"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0},
+        presets={"tf1": {"lr": 1e-3, "rho": 0.95, "eps": 1e-8}},
+    )
+)
+register(
+    OptimizerSpec(
+        name="rmsprop",
+        factory=torch.optim.RMSprop,
+        description="RMSProp (torch.optim.RMSprop)",
+        defaults={"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0},
+        presets={"tf1": {"alpha": 0.9, "eps": 1e-10}},
+    )
+)

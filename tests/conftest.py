@@ -1,0 +1,69 @@
+"""Shared fixtures: a small CIFAR-format dataset written by the tests, and the real config, composed."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from llbbench.cli import CONF_DIR
+
+FAKE_TRAIN_PER_BATCH = 120
+FAKE_TEST = 200
+
+
+def write_cifar(root: Path, per_batch: int = FAKE_TRAIN_PER_BATCH, test: int = FAKE_TEST, seed: int = 0) -> Path:
+    """Write `root/cifar-10-batches-py/` in the official layout, with images a small CNN can learn.
+
+    Each class has its own mean colour and a horizontal stripe at its own height, plus noise.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(n: int) -> dict:
+        labels = rng.integers(0, 10, n)
+        images = rng.normal(120, 40, (n, 3, 32, 32))
+        for c in range(10):
+            images[labels == c] += (np.array([c, 9 - c, (3 * c) % 10])[:, None, None] - 4.5) * 10
+            images[labels == c, :, 3 * c : 3 * c + 3, :] += 60
+        data = np.clip(images, 0, 255).astype(np.uint8).reshape(n, -1)
+        return {"batch_label": "fake", "labels": labels.tolist(), "data": data, "filenames": [""] * n}
+
+    for i in range(1, 6):
+        with (folder / f"data_batch_{i}").open("wb") as f:
+            pickle.dump(batch(per_batch), f, protocol=2)
+    with (folder / "test_batch").open("wb") as f:
+        pickle.dump(batch(test), f, protocol=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding a 600-image training set and a 200-image test set in CIFAR-10's format."""
+    return write_cifar(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def make_config(cifar_root: Path, tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose the real config with `overrides`, pointed at the fake data and shrunk for a quick CPU run."""
+
+    def make(*overrides: str) -> DictConfig:
+        base = [
+            f"dataset.root={cifar_root}",
+            "device=cpu",
+            "model.width=0.25",
+            "train.epochs=2",
+            "train.batch_size=32",
+            "train.log_every=2",
+            f"results_dir={tmp_path / 'results'}",
+        ]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[*base, *overrides])
+
+    return make

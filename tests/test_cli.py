@@ -1,0 +1,88 @@
+"""The `llbbench` command as a user types it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+SHRINK = ["device=cpu", "model.width=0.25", "train.epochs=1", "train.batch_size=64"]
+
+
+def llbbench(*args: str, data: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LLBBENCH_DATA": str(data)} if data else dict(os.environ)
+    return subprocess.run(
+        [sys.executable, "-m", "llbbench.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_help_names_the_commands():
+    out = llbbench("--help")
+    assert out.returncode == 0 and "run" in out.stdout and "usage: llbbench" in out.stdout
+
+
+def test_run_help_shows_the_config_groups():
+    out = llbbench("run", "--help")
+    assert out.returncode == 0
+    assert "train one network with one optimizer" in out.stdout
+    assert "optimizer: adadelta, adagrad, adam, nag, rmsprop, sgd" in out.stdout
+    assert "dataset: cifar10" in out.stdout and "init: default, msra" in out.stdout
+
+
+def test_unknown_command_lists_the_valid_ones():
+    out = llbbench("train")
+    assert out.returncode == 2 and "unknown command 'train'; valid commands: run" in out.stderr
+
+
+def test_run_trains_and_says_where_the_results_are(cifar_root, tmp_path):
+    out = llbbench("run", *SHRINK, f"results_dir={tmp_path}", data=cifar_root)
+    assert out.returncode == 0, out.stderr
+    run_dir = Path(out.stdout.strip().splitlines()[-1].split("results in ")[1])
+    assert run_dir.parent == tmp_path
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
+def test_multirun_sweeps_the_optimizers(cifar_root, tmp_path):
+    out = llbbench("run", "--multirun", "optimizer=sgd,adam", *SHRINK, f"results_dir={tmp_path}", data=cifar_root)
+    assert out.returncode == 0, out.stderr
+    summaries = sorted(tmp_path.glob("multirun-*/*/summary.json"))
+    assert len(summaries) == 2
+    names = {yaml.safe_load((p.parent / "config.yaml").read_text())["optimizer"]["name"] for p in summaries}
+    assert names == {"sgd", "adam"}
+    assert {json.loads(p.read_text())["status"] for p in summaries} == {"completed"}
+
+
+def test_diverged_run_exits_zero(cifar_root, tmp_path):
+    out = llbbench("run", *SHRINK, "optimizer.lr=1e12", "train.log_every=1", f"results_dir={tmp_path}", data=cifar_root)
+    assert out.returncode == 0, out.stderr
+    assert "run diverged" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer=nosuch", ["Could not find 'optimizer/nosuch'", "adam", "rmsprop"]),
+        ("model=nosuch", ["Could not find 'model/nosuch'", "smallcnn"]),
+        ("dataset=nosuch", ["Could not find 'dataset/nosuch'", "cifar10"]),
+        ("optimizer.name=nosuch", ["unknown optimizer 'nosuch'; valid names: adadelta"]),
+        ("train.epochz=3", ["Key 'epochz' is not in struct"]),
+    ],
+)
+def test_bad_names_and_overrides_get_one_clear_message(cifar_root, tmp_path, override, expected):
+    out = llbbench("run", *SHRINK, override, f"results_dir={tmp_path}", data=cifar_root)
+    assert out.returncode != 0
+    for text in expected:
+        assert text in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_data_root_gets_one_clear_message(tmp_path):
+    out = llbbench("run", *SHRINK, "dataset.download=false", f"results_dir={tmp_path}", data=tmp_path / "nowhere")
+    assert out.returncode == 2
+    assert f"expected the official python-pickle files in {tmp_path / 'nowhere' / 'cifar-10-batches-py'}" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,105 @@
+"""One run end to end: the files of its run directory, falling loss, divergence, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from llbbench import train
+
+
+def read_csv(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_epoch_run_writes_every_file_and_the_loss_falls(make_config, tmp_path):
+    cfg = make_config("optimizer=sgd", "optimizer.lr=0.05")
+    summary = train.run(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["optimizer"]["name"] == "sgd" and config["dataset"]["root"] == cfg.dataset.root
+    env = json.loads((run / "env.json").read_text())
+    assert {"python", "torch", "torchvision", "device_name", "cpu_count", "git_commit", "start_time"} <= set(env)
+    assert env["device"] == "cpu"
+
+    steps = read_csv(run / "steps.csv")
+    assert list(steps[0]) == ["step", "epoch", "loss", "lr", "lr_min", "lr_max", "seconds"]
+    per_epoch = -(-480 // 32)  # 4 of 5 folds of 600 images, batches of 32
+    assert [int(r["step"]) for r in steps] == list(range(2, 2 * per_epoch + 1, 2))
+    assert float(steps[0]["lr"]) == 0.05
+
+    epochs = read_csv(run / "epochs.csv")
+    assert [int(r["epoch"]) for r in epochs] == [1, 2]
+    assert list(epochs[0]) == [
+        "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+        "seconds", "eval_seconds",
+    ]  # fmt: skip
+    assert float(epochs[1]["train_loss"]) < float(epochs[0]["train_loss"])
+    assert float(steps[-1]["loss"]) < float(steps[0]["loss"])
+
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk == summary
+    assert summary["status"] == "completed"
+    assert summary["steps"] == 2 * per_epoch and summary["epochs"] == 2
+    assert summary["final"]["test_loss"] == pytest.approx(float(epochs[1]["test_loss"]))
+    assert summary["num_params"] > 0
+
+
+def test_same_seed_same_run(make_config, tmp_path):
+    a = train.run(make_config("train.epochs=1"), tmp_path / "a")
+    b = train.run(make_config("train.epochs=1"), tmp_path / "b")
+    assert a["final"]["train_loss"] == b["final"]["train_loss"]
+    assert a["final"]["test_loss"] == b["final"]["test_loss"]
+
+
+def test_a_huge_learning_rate_is_recorded_as_diverged(make_config, tmp_path):
+    cfg = make_config("optimizer=sgd", "optimizer.lr=1e12", "train.log_every=1")
+    summary = train.run(cfg, tmp_path / "run")
+    assert summary["status"] == "diverged"
+    assert summary["diverged_at_step"] < 15 and summary["epochs"] == 0
+    steps = read_csv(tmp_path / "run" / "steps.csv")
+    assert steps[-1]["loss"] in ("nan", "inf")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_an_error_while_training_is_recorded_as_failed(make_config, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(train, "evaluate", broken)
+    summary = train.run(make_config(), tmp_path / "run")
+    assert summary["status"] == "failed"
+    assert summary["error"]["type"] == "RuntimeError" and "out of memory" in summary["error"]["message"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.name=nosuch", "unknown optimizer 'nosuch'; valid names: adadelta, adagrad, adam"),
+        ("model.name=nosuch", "unknown model 'nosuch'; valid names: smallcnn"),
+        ("dataset.name=nosuch", "unknown dataset 'nosuch'; valid names: cifar10"),
+        ("init.name=nosuch", "unknown init 'nosuch'; valid names: default, msra"),
+        ("fold=7", "fold=7 is out of range: use 0..4"),
+        ("train.batch_size=0", "train.batch_size=0 must be at least 1"),
+        ("+optimizer.momentum=0.9", "optimizer 'sgd' has no hyper-parameter 'momentum'"),
+        ("optimizer.preset=tf2", "unknown preset 'tf2' for optimizer 'sgd'; valid presets: ['tf1', 'torch']"),
+    ],
+)
+def test_bad_input_gets_one_clear_message(make_config, override, message):
+    with pytest.raises(ValueError, match=None) as info:
+        train.prepare(make_config("optimizer=sgd", override))
+    assert message in str(info.value)
+
+
+def test_missing_data_root_names_the_expected_path(make_config, tmp_path):
+    cfg = make_config(f"dataset.root={tmp_path / 'empty'}", "dataset.download=false")
+    with pytest.raises(FileNotFoundError) as info:
+        train.prepare(cfg)
+    assert str(tmp_path / "empty" / "cifar-10-batches-py") in str(info.value)
+    assert "dataset.download=true" in str(info.value)
