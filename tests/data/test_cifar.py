@@ -1,0 +1,76 @@
+"""CIFAR-10 loading, subsets, folds and batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llbbench import data
+from llbbench.data.cifar import NotOfficialWarning, load_cifar10
+from tests.conftest import write_cifar
+
+
+def test_loads_the_official_layout_as_uint8(cifar_root):
+    with pytest.warns(NotOfficialWarning, match="not comparable to published numbers"):
+        train_x, train_y, test_x, test_y = load_cifar10(cifar_root)
+    assert train_x.dtype == torch.uint8 and train_x.shape == (600, 3, 32, 32)
+    assert test_x.shape == (200, 3, 32, 32) and train_y.dtype == torch.int64
+    assert set(train_y.tolist()) == set(range(10)) and len(test_y) == 200
+
+
+def test_a_truncated_batch_file_is_named_in_the_error(tmp_path):
+    root = write_cifar(tmp_path, per_batch=20, test=20)
+    path = root / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.warns(NotOfficialWarning), pytest.raises(ValueError, match="data_batch_3 is truncated or unreadable"):
+        load_cifar10(root)
+
+
+def test_stratified_subset_keeps_class_proportions_and_order():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)[torch.randperm(100, generator=torch.Generator().manual_seed(1))]
+    keep = data.stratified_subset(labels, 10)
+    assert len(keep) == 10 and torch.equal(keep, keep.sort().values)
+    assert torch.bincount(labels[keep], minlength=3).tolist() == [5, 3, 2]
+    # the first images of each class, in stored order
+    for c, q in enumerate([5, 3, 2]):
+        assert torch.equal(keep[labels[keep] == c], (labels == c).nonzero().flatten()[:q])
+    with pytest.raises(ValueError, match="dataset.subset=101 must lie in 1..100"):
+        data.stratified_subset(labels, 101)
+
+
+def test_folds_partition_the_data_stratified_and_depend_only_on_the_seed():
+    labels = torch.arange(103) % 10
+    folds = data.fold_indices(labels, 5, seed=3)
+    everything = torch.cat(folds).sort().values
+    assert torch.equal(everything, torch.arange(103))
+    sizes = [len(f) for f in folds]
+    assert max(sizes) - min(sizes) <= 1
+    for f in folds:
+        per_class = torch.bincount(labels[f], minlength=10)
+        assert per_class.max() - per_class.min() <= 1
+    again = data.fold_indices(labels, 5, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(folds, again, strict=True))
+    other = data.fold_indices(labels, 5, seed=4)
+    assert not all(torch.equal(a, b) for a, b in zip(folds, other, strict=True))
+
+
+def test_build_splits_off_the_validation_fold(cifar_root):
+    built = data.build(
+        "cifar10", root=str(cifar_root), device=torch.device("cpu"), mean=[0.5] * 3, std=[0.25] * 3, fold=1
+    )
+    assert len(built.train) == 480 and len(built.val) == 120 and len(built.test) == 200
+    assert built.input_shape == (3, 32, 32) and built.num_classes == 10
+
+
+def test_batches_are_normalized_slices_of_the_order():
+    images = torch.randint(0, 256, (10, 3, 2, 2), dtype=torch.uint8)
+    split = data.Split(images, torch.arange(10), torch.full((3, 1, 1), 0.5), torch.full((3, 1, 1), 0.25))
+    order = data.epoch_order(10, seed=0, epoch=1, device=torch.device("cpu"))
+    batches = list(split.batches(4, order))
+    assert [len(y) for _, y in batches] == [4, 4, 2]
+    x, y = batches[1]
+    assert torch.equal(y, order[4:8])
+    assert torch.allclose(x, (images[order[4:8]].float() / 255 - 0.5) / 0.25)
+    assert [len(y) for _, y in split.batches(4, order, drop_last=True)] == [4, 4]
+    assert torch.equal(order, data.epoch_order(10, seed=0, epoch=1, device=torch.device("cpu")))
+    assert not torch.equal(order, data.epoch_order(10, seed=0, epoch=2, device=torch.device("cpu")))
