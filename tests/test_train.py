@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 
 import pytest
@@ -103,3 +104,20 @@ def test_missing_data_root_names_the_expected_path(make_config, tmp_path):
         train.prepare(cfg)
     assert str(tmp_path / "empty" / "cifar-10-batches-py") in str(info.value)
     assert "dataset.download=true" in str(info.value)
+
+
+def test_llb_is_the_default_and_writes_layer_rates(make_config, tmp_path):
+    cfg = make_config("optimizer.lr=0.2", "optimizer.xi=5.0")
+    assert cfg.optimizer.name == "llb"
+    summary = train.run(cfg, tmp_path / "run")
+    assert summary["status"] == "completed"
+    rows = read_csv(tmp_path / "run" / "layer_lrs.csv")
+    assert list(rows[0]) == ["step", "conv1", "conv2", "conv3", "fc"]
+    steps = read_csv(tmp_path / "run" / "steps.csv")
+    assert [r["step"] for r in rows] == [r["step"] for r in steps]
+    rates = [[float(v) for k, v in row.items() if k != "step"] for row in rows]
+    assert all(0.2e-6 <= r <= 0.2 for row in rates for r in row)
+    for before, after in itertools.pairwise(rates):  # the gate direction never raises a rate
+        assert all(a <= b for a, b in zip(after, before, strict=True))
+    assert min(rates[-1]) < 0.2  # and the rates did decay
+    assert float(steps[-1]["lr_min"]) == pytest.approx(min(rates[-1]))

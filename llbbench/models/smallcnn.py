@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import nn
 
 
@@ -11,16 +13,24 @@ def smallcnn(num_classes: int, input_shape: tuple[int, ...], width: float = 1.0)
         raise ValueError(f"model.width={width} must be positive")
     c1, c2, c3 = (max(1, round(c * width)) for c in (32, 64, 128))
 
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    def block(i: int, cin: int, cout: int) -> list[tuple[str, nn.Module]]:
+        return [
+            (f"conv{i}", nn.Conv2d(cin, cout, 3, padding=1, bias=False)),
+            (f"bn{i}", nn.BatchNorm2d(cout)),
+            (f"relu{i}", nn.ReLU(inplace=True)),
+        ]
 
     return nn.Sequential(
-        *block(input_shape[0], c1),
-        nn.MaxPool2d(2),
-        *block(c1, c2),
-        nn.MaxPool2d(2),
-        *block(c2, c3),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(c3, num_classes),
+        OrderedDict(
+            [
+                *block(1, input_shape[0], c1),
+                ("pool1", nn.MaxPool2d(2)),
+                *block(2, c1, c2),
+                ("pool2", nn.MaxPool2d(2)),
+                *block(3, c2, c3),
+                ("pool3", nn.AdaptiveAvgPool2d(1)),
+                ("flatten", nn.Flatten()),
+                ("fc", nn.Linear(c3, num_classes)),
+            ]
+        )
     )

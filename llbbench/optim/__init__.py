@@ -20,7 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["OptimizerSpec", "build", "current_lrs", "get", "names", "register"]
+from .llb import LLbSGD, layer_groups
+
+__all__ = ["LLbSGD", "OptimizerSpec", "build", "current_lrs", "get", "layer_groups", "names", "register"]
 
 BASE_PRESET = "torch"
 
@@ -114,8 +116,6 @@ def build(
     spec = get(name)
     values = spec.hparams(preset, **hparams)
     if spec.layerwise:
-        from .llb import layer_groups
-
         params: Iterable = layer_groups(model)
     else:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -193,5 +193,31 @@ register(
         description="RMSProp (torch.optim.RMSprop)",
         defaults={"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0},
         presets={"tf1": {"alpha": 0.9, "eps": 1e-10}},
+    )
+)
+
+
+# --- LLb-SGD (SPEC section 2) ---
+
+register(
+    OptimizerSpec(
+        name="llb",
+        factory=LLbSGD,
+        description="LLb-SGD: one learning rate per layer, decayed by the layer's variation and the loss",
+        defaults={
+            "lr": 0.1,
+            "weight_decay": 0.0,
+            "xi": 1.0,
+            "threshold": 0.0,
+            "direction": "gate",
+            "conv_norm": "kernel_fro",
+            "fc_norm": "l1_mean",
+            "loss_ema": 0.0,
+            "min_lr_ratio": 1e-6,
+            "foreach": None,
+        },
+        presets={"tf1": {}},
+        needs_loss=True,
+        layerwise=True,
     )
 )
