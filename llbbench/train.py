@@ -89,18 +89,12 @@ def prepare(cfg: DictConfig) -> Setup:
     if cfg.train.batch_size < 1:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} must be at least 1")
     seed_everything(cfg.seed)
-    data_name, data_opts = _options(cfg.dataset)
     data = datasets.build(
-        data_name,
-        root=data_opts["root"],
+        OmegaConf.to_container(cfg.dataset, resolve=True),
         device=device,
-        mean=data_opts["mean"],
-        std=data_opts["std"],
         fold=parse_fold(cfg.fold),
         folds=cfg.cv.folds,
         cv_seed=cfg.cv.seed,
-        subset=data_opts.get("subset"),
-        download=data_opts.get("download", False),
     )
     if data.train.num_batches(cfg.train.batch_size, cfg.train.drop_last) == 0:
         raise ValueError(
@@ -175,7 +169,7 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, *, seed: int, progress:
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=setup.device)
             correct = torch.zeros((), dtype=torch.long, device=setup.device)
-            order = datasets.epoch_order(len(data.train), seed, epoch, setup.device)
+            order = datasets.epoch_order(len(data.train), seed, epoch)
             for images, labels in data.train.batches(cfg.batch_size, order, cfg.drop_last):
                 output = model(images)
                 loss = F.cross_entropy(output, labels)

@@ -1,55 +1,43 @@
-"""Datasets as device-resident uint8 tensors, stratified subsets and folds, and batching by slicing.
+"""Datasets, stratified subsets and folds, and batching.
 
-A dataset that fits in memory lives on the run's device as one uint8 tensor; a mini-batch is a slice of a
-per-epoch permutation, normalized on the fly (no DataLoader workers).
+CIFAR-10 lives on the run's device as one uint8 tensor and a mini-batch is a slice of a per-epoch permutation
+(no DataLoader workers). ImageNet and other image folders are decoded in DataLoader workers. Both kinds of
+split offer the same `num_batches` / `batches` / `take`, so the training loop does not tell them apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from .cifar import NUM_CLASSES as CIFAR10_CLASSES
 from .cifar import load_cifar10
+from .folder import FolderSplit, scan_split
+from .tensors import TensorSplit, normalize
 
-__all__ = ["Data", "Split", "build", "epoch_order", "fold_indices", "names", "stratified_subset"]
+__all__ = [
+    "Data",
+    "FolderSplit",
+    "Split",
+    "TensorSplit",
+    "build",
+    "epoch_order",
+    "fold_indices",
+    "names",
+    "normalize",
+    "stratified_subset",
+]
 
-_DATASETS = ("cifar10",)
+Split = TensorSplit | FolderSplit
+_DATASETS = ("cifar10", "imagefolder", "imagenet")
 
 
 def names() -> list[str]:
     """The dataset names `build` knows."""
     return list(_DATASETS)
-
-
-@dataclass(frozen=True)
-class Split:
-    """Images (uint8 N×C×H×W) and labels (int64 N) on one device, with the normalization to apply."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    mean: torch.Tensor  # C×1×1, float32
-    std: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
-
-    def batches(
-        self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalized float32 mini-batches in `order` (indices on the split's device; default: as stored)."""
-        for i in range(self.num_batches(batch_size, drop_last)):
-            window = slice(i * batch_size, (i + 1) * batch_size)
-            index = order[window] if order is not None else window
-            yield self.normalize(self.images[index]), self.labels[index]
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float().div_(255.0) - self.mean) / self.std
 
 
 @dataclass(frozen=True)
@@ -65,45 +53,68 @@ class Data:
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one input sample, e.g. (3, 32, 32)."""
-        return tuple(self.train.images.shape[1:])
+        return self.train.sample_shape
 
 
 def build(
-    name: str,
+    options: dict[str, Any],
     *,
-    root: str,
     device: torch.device,
-    mean: Sequence[float],
-    std: Sequence[float],
     fold: int | None = None,
     folds: int = 5,
     cv_seed: int = 0,
-    subset: int | None = None,
-    download: bool = False,
 ) -> Data:
-    """Load dataset `name`, take its stratified `subset`, split off validation `fold`, move it to `device`."""
+    """Dataset `options["name"]` with its options: load it, take its stratified `subset`, split off `fold`.
+
+    Folds are stratified over the (subset of the) training split and depend only on it, `folds` and `cv_seed`.
+    """
+    name = options["name"]
     if name not in _DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(_DATASETS)}")
     if fold is not None and not 0 <= fold < folds:
         raise ValueError(f"fold={fold} is out of range: use 0..{folds - 1} (cv.folds={folds}) or none")
-    train_x, train_y, test_x, test_y = load_cifar10(root, download=download)
-    if subset is not None:
-        keep = stratified_subset(train_y, subset)
-        train_x, train_y = train_x[keep], train_y[keep]
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(-1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(-1, 1, 1)
-
-    def split(images: torch.Tensor, labels: torch.Tensor) -> Split:
-        return Split(images.to(device), labels.to(device), mean_t, std_t)
-
+    if name == "cifar10":
+        train, test, num_classes = _cifar10(options, device)
+    else:
+        train, test, num_classes = _image_folder(options, device)
+    if options.get("subset") is not None:
+        train = train.take(stratified_subset(train.labels.cpu(), options["subset"]))
     val = None
     if fold is not None:
-        parts = fold_indices(train_y, folds, cv_seed)
-        val_idx = parts[fold]
-        train_idx = torch.cat([p for i, p in enumerate(parts) if i != fold]).sort().values
-        val = split(train_x[val_idx], train_y[val_idx])
-        train_x, train_y = train_x[train_idx], train_y[train_idx]
-    return Data(name, split(train_x, train_y), val, split(test_x, test_y), CIFAR10_CLASSES)
+        parts = fold_indices(train.labels.cpu(), folds, cv_seed)
+        val = train.take(parts[fold])
+        train = train.take(torch.cat([p for i, p in enumerate(parts) if i != fold]).sort().values)
+    return Data(name, train, val, test, num_classes)
+
+
+def _statistics(options: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(options["mean"], dtype=torch.float32, device=device).view(-1, 1, 1)
+    std = torch.tensor(options["std"], dtype=torch.float32, device=device).view(-1, 1, 1)
+    return mean, std
+
+
+def _cifar10(options: dict[str, Any], device: torch.device) -> tuple[TensorSplit, TensorSplit, int]:
+    train_x, train_y, test_x, test_y = load_cifar10(options["root"], download=options.get("download", False))
+    mean, std = _statistics(options, device)
+    train = TensorSplit(train_x.to(device), train_y.to(device), mean, std)
+    return train, TensorSplit(test_x.to(device), test_y.to(device), mean, std), CIFAR10_CLASSES
+
+
+def _image_folder(options: dict[str, Any], device: torch.device) -> tuple[FolderSplit, FolderSplit, int]:
+    root = Path(options["root"])
+    classes, train_paths, train_labels = scan_split(root, options["train_split"])
+    _, test_paths, test_labels = scan_split(root, options["test_split"], classes)
+    mean, std = _statistics(options, device)
+    shared = {
+        "mean": mean,
+        "std": std,
+        "device": device,
+        "resize": options["resize"],
+        "crop": options["crop"],
+        "num_workers": options["num_workers"],
+    }
+    train = FolderSplit(tuple(train_paths), torch.tensor(train_labels), **shared)
+    return train, FolderSplit(tuple(test_paths), torch.tensor(test_labels), **shared), len(classes)
 
 
 def stratified_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
@@ -131,6 +142,8 @@ def fold_indices(labels: torch.Tensor, folds: int, seed: int) -> list[torch.Tens
     """
     if folds < 2:
         raise ValueError(f"cv.folds={folds} must be at least 2")
+    if len(labels) < folds:
+        raise ValueError(f"cv.folds={folds} is more than the {len(labels)} training samples")
     generator = torch.Generator().manual_seed(seed)
     dealt = []
     for c in labels.unique().tolist():
@@ -141,7 +154,7 @@ def fold_indices(labels: torch.Tensor, folds: int, seed: int) -> list[torch.Tens
     return [order[owner == i].sort().values for i in range(folds)]
 
 
-def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
-    """The training order of `epoch`: a permutation that depends only on (n, seed, epoch)."""
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The training order of `epoch` (a CPU index tensor): depends only on (n, seed, epoch)."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=generator).to(device)
+    return torch.randperm(n, generator=generator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -47,11 +48,17 @@ def initialize(model: nn.Module, name: str, **params: Any) -> nn.Module:
     `default` leaves PyTorch's own initialization untouched.
     """
     if name == "default":
+        if params:
+            raise ValueError(f"init 'default' takes no parameters, got {', '.join(sorted(params))}")
         return model
     try:
         scheme = _SCHEMES[name]
     except KeyError:
         raise ValueError(f"unknown init {name!r}; valid names: {', '.join(names())}") from None
+    accepted = list(inspect.signature(scheme).parameters)[1:]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"init {name!r} has no parameter {', '.join(unknown)}; valid: {', '.join(accepted)}")
     for module in model.modules():
         if isinstance(module, _WEIGHTED):
             scheme(module.weight, **params)

@@ -6,12 +6,13 @@ from collections import OrderedDict
 
 from torch import nn
 
+from .common import check_width, scaled
 
-def smallcnn(num_classes: int, input_shape: tuple[int, ...], width: float = 1.0) -> nn.Sequential:
+
+def smallcnn(num_classes: int, in_channels: int = 3, width: float = 1.0) -> nn.Sequential:
     """conv-BN-ReLU blocks of 32, 64 and 128 channels (times `width`), max-pools, global average pool, linear."""
-    if width <= 0:
-        raise ValueError(f"model.width={width} must be positive")
-    c1, c2, c3 = (max(1, round(c * width)) for c in (32, 64, 128))
+    check_width(width)
+    c1, c2, c3 = (scaled(c, width) for c in (32, 64, 128))
 
     def block(i: int, cin: int, cout: int) -> list[tuple[str, nn.Module]]:
         return [
@@ -23,7 +24,7 @@ def smallcnn(num_classes: int, input_shape: tuple[int, ...], width: float = 1.0)
     return nn.Sequential(
         OrderedDict(
             [
-                *block(1, input_shape[0], c1),
+                *block(1, in_channels, c1),
                 ("pool1", nn.MaxPool2d(2)),
                 *block(2, c1, c2),
                 ("pool2", nn.MaxPool2d(2)),

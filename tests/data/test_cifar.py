@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -57,22 +59,47 @@ def test_folds_partition_the_data_stratified_and_depend_only_on_the_seed():
 
 
 def test_build_splits_off_the_validation_fold(cifar_root):
-    built = data.build(
-        "cifar10", root=str(cifar_root), device=torch.device("cpu"), mean=[0.5] * 3, std=[0.25] * 3, fold=1
-    )
+    options = {"name": "cifar10", "root": str(cifar_root), "mean": [0.5] * 3, "std": [0.25] * 3}
+    built = data.build(options, device=torch.device("cpu"), fold=1)
     assert len(built.train) == 480 and len(built.val) == 120 and len(built.test) == 200
     assert built.input_shape == (3, 32, 32) and built.num_classes == 10
 
 
 def test_batches_are_normalized_slices_of_the_order():
     images = torch.randint(0, 256, (10, 3, 2, 2), dtype=torch.uint8)
-    split = data.Split(images, torch.arange(10), torch.full((3, 1, 1), 0.5), torch.full((3, 1, 1), 0.25))
-    order = data.epoch_order(10, seed=0, epoch=1, device=torch.device("cpu"))
+    split = data.TensorSplit(images, torch.arange(10), torch.full((3, 1, 1), 0.5), torch.full((3, 1, 1), 0.25))
+    order = data.epoch_order(10, seed=0, epoch=1)
     batches = list(split.batches(4, order))
     assert [len(y) for _, y in batches] == [4, 4, 2]
     x, y = batches[1]
     assert torch.equal(y, order[4:8])
     assert torch.allclose(x, (images[order[4:8]].float() / 255 - 0.5) / 0.25)
     assert [len(y) for _, y in split.batches(4, order, drop_last=True)] == [4, 4]
-    assert torch.equal(order, data.epoch_order(10, seed=0, epoch=1, device=torch.device("cpu")))
-    assert not torch.equal(order, data.epoch_order(10, seed=0, epoch=2, device=torch.device("cpu")))
+    assert torch.equal(order, data.epoch_order(10, seed=0, epoch=1))
+    assert not torch.equal(order, data.epoch_order(10, seed=0, epoch=2))
+
+
+def test_missing_files_are_downloaded_when_asked(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_download(url, download_root, md5):
+        calls.append((url, md5))
+        write_cifar(Path(download_root), per_batch=10, test=10)
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", fake_download)
+    with pytest.warns(NotOfficialWarning):
+        train_x, *_ = load_cifar10(tmp_path, download=True)
+    assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")]
+    assert len(train_x) == 50
+
+
+def test_offline_download_names_the_path_and_both_ways(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", offline)
+    with pytest.raises(FileNotFoundError) as info:
+        load_cifar10(tmp_path, download=True)
+    message = str(info.value)
+    assert f"{tmp_path / 'cifar-10-batches-py'}/" in message and "Network is unreachable" in message
+    assert "dataset.download=true" in message and "cifar-10-python.tar.gz yourself" in message

@@ -1,0 +1,109 @@
+"""ImageNet and any folder of class sub-folders: `ROOT/<split>/<class>/<image>`, decoded in DataLoader workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from .tensors import normalize
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def scan_split(root: Path, split: str, classes: Sequence[str] | None = None) -> tuple[list[str], list[Path], list[int]]:
+    """(class names, image paths, labels) of `root/split/<class>/*`; classes sorted by name.
+
+    With `classes` given (those of the training split), the split must hold exactly those class folders.
+    """
+    folder = root / split
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"image folder split {split!r} not found: expected {folder}/ with one sub-folder per class "
+            f"(layout ROOT/train/<class>/*.JPEG, ROOT/val/<class>/*.JPEG; the root is dataset.root)"
+        )
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not found:
+        raise ValueError(f"{folder}/ holds no class sub-folders (expected {folder}/<class>/<image>)")
+    if classes is not None and found != list(classes):
+        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+        raise ValueError(
+            f"the classes of {folder}/ differ from the training split's: missing {missing}, not in training {extra}"
+        )
+    paths, labels = [], []
+    for label, name in enumerate(found):
+        images = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ValueError(f"class folder {folder / name}/ holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+        paths += images
+        labels += [label] * len(images)
+    return found, paths, labels
+
+
+class _Images(Dataset):
+    """Decodes one image to RGB, resizes its shorter side, centre-crops, and returns it as uint8 C×H×W."""
+
+    def __init__(self, paths: Sequence[Path], labels: torch.Tensor, resize: int, crop: int) -> None:
+        self.paths, self.labels = paths, labels
+        self.transform = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop), v2.PILToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")  # greyscale, CMYK, palette and alpha images alike
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise ValueError(f"unreadable image {path}: {e}") from e
+        return self.transform(rgb), self.labels[index]
+
+
+@dataclass(frozen=True)
+class FolderSplit:
+    """Images on disk, decoded in `num_workers` DataLoader workers; batches land on `device`, normalized there."""
+
+    paths: tuple[Path, ...]
+    labels: torch.Tensor  # int64, on the CPU
+    mean: torch.Tensor  # C×1×1 on `device`
+    std: torch.Tensor
+    device: torch.device
+    resize: int = 256
+    crop: int = 224
+    num_workers: int = 4
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (3, self.crop, self.crop)
+
+    def take(self, index: torch.Tensor) -> FolderSplit:
+        """The samples at `index` (a CPU index tensor), in that order."""
+        return replace(self, paths=tuple(self.paths[i] for i in index.tolist()), labels=self.labels[index])
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
+
+    def batches(
+        self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        on_cuda = self.device.type == "cuda"
+        loader = DataLoader(
+            _Images(self.paths, self.labels, self.resize, self.crop),
+            batch_size=batch_size,
+            sampler=order.tolist() if order is not None else None,
+            num_workers=self.num_workers,
+            pin_memory=on_cuda,
+            drop_last=drop_last,
+        )
+        for images, labels in loader:
+            images = images.to(self.device, non_blocking=on_cuda)
+            yield normalize(images, self.mean, self.std), labels.to(self.device, non_blocking=on_cuda)
