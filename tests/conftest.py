@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from PIL import Image
 
 from llbbench.cli import CONF_DIR
 
@@ -41,6 +42,33 @@ def write_cifar(root: Path, per_batch: int = FAKE_TRAIN_PER_BATCH, test: int = F
     with (folder / "test_batch").open("wb") as f:
         pickle.dump(batch(test), f, protocol=2)
     return root
+
+
+IMAGE_CLASSES = ("cat", "dog", "fish")
+
+
+def write_image_folder(root: Path, train_per_class: int = 6, val_per_class: int = 2, seed: int = 0) -> Path:
+    """JPEGs and PNGs of mixed sizes and colour modes (RGB, greyscale, CMYK, palette) in ImageNet's layout."""
+    rng = np.random.default_rng(seed)
+    modes = ("RGB", "L", "CMYK", "P", "RGBA")
+    sizes = ((300, 200), (180, 260), (256, 256), (500, 375))
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for c, name in enumerate(IMAGE_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                w, h = sizes[(i + c) % len(sizes)]
+                pixels = rng.integers(0, 60, (h, w, 3), dtype=np.uint8) + np.uint8(60 * c)
+                image = Image.fromarray(pixels, "RGB").convert(modes[(i + c) % len(modes)])
+                suffix = ".png" if image.mode in ("P", "RGBA") else ".JPEG"
+                image.save(folder / f"{name}_{i}{suffix}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image folder (train/ and val/, three classes) of JPEGs and PNGs of mixed sizes and colour modes."""
+    return write_image_folder(tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="session")

@@ -9,37 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from llbbench import data, train
-
-CLASSES = ("cat", "dog", "fish")
-
-
-def write_image_folder(root: Path, train_per_class: int = 6, val_per_class: int = 2, seed: int = 0) -> Path:
-    """JPEGs and PNGs of mixed sizes and colour modes (RGB, greyscale, CMYK, palette) in ImageNet's layout."""
-    rng = np.random.default_rng(seed)
-    modes = ("RGB", "L", "CMYK", "P", "RGBA")
-    sizes = ((300, 200), (180, 260), (256, 256), (500, 375))
-    for split, count in (("train", train_per_class), ("val", val_per_class)):
-        for c, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                w, h = sizes[(i + c) % len(sizes)]
-                pixels = rng.integers(0, 60, (h, w, 3), dtype=np.uint8) + np.uint8(60 * c)
-                image = Image.fromarray(pixels, "RGB").convert(modes[(i + c) % len(modes)])
-                suffix = ".png" if image.mode in ("P", "RGBA") else ".JPEG"
-                image.save(folder / f"{name}_{i}{suffix}")
-    return root
-
-
-@pytest.fixture(scope="module")
-def folder_root(tmp_path_factory) -> Path:
-    return write_image_folder(tmp_path_factory.mktemp("images"))
+from tests.conftest import write_image_folder
 
 
 def options(root: Path, **extra) -> dict:
@@ -57,8 +31,8 @@ def options(root: Path, **extra) -> dict:
     }
 
 
-def test_mixed_images_decode_to_rgb_crops(folder_root):
-    built = data.build(options(folder_root), device=torch.device("cpu"), fold=0, folds=3)
+def test_mixed_images_decode_to_rgb_crops(image_root):
+    built = data.build(options(image_root), device=torch.device("cpu"), fold=0, folds=3)
     assert built.num_classes == 3 and built.input_shape == (3, 224, 224)
     assert len(built.train) + len(built.val) == 18 and len(built.test) == 6
     assert sorted(torch.bincount(built.val.labels).tolist()) == [2, 2, 2]  # stratified
@@ -72,8 +46,8 @@ def test_mixed_images_decode_to_rgb_crops(folder_root):
         assert abs(value - (60 * c + 30)) < 12
 
 
-def test_batches_follow_the_given_order(folder_root):
-    built = data.build(options(folder_root), device=torch.device("cpu"))
+def test_batches_follow_the_given_order(image_root):
+    built = data.build(options(image_root), device=torch.device("cpu"))
     order = torch.tensor([5, 0, 17, 3])
     subset = built.train.take(order)
     _, labels = next(subset.batches(4))
@@ -110,10 +84,10 @@ def test_unreadable_image_is_named(tmp_path):
         list(built.test.batches(8))
 
 
-def test_alexnet_trains_on_an_image_folder(folder_root, make_config, tmp_path):
+def test_alexnet_trains_on_an_image_folder(image_root, make_config, tmp_path):
     cfg = make_config(
         "dataset=imagefolder",
-        f"dataset.root={folder_root}",
+        f"dataset.root={image_root}",
         "dataset.num_workers=2",
         "model=alexnet",
         "model.width=0.25",
@@ -126,7 +100,7 @@ def test_alexnet_trains_on_an_image_folder(folder_root, make_config, tmp_path):
     assert summary["final"]["test_loss"] > 0
 
 
-def test_the_command_line_runs_alexnet_on_a_folder(folder_root, tmp_path):
+def test_the_command_line_runs_alexnet_on_a_folder(image_root, tmp_path):
     out = subprocess.run(
         [
             sys.executable,
@@ -134,7 +108,7 @@ def test_the_command_line_runs_alexnet_on_a_folder(folder_root, tmp_path):
             "llbbench.cli",
             "run",
             "dataset=imagefolder",
-            f"dataset.root={folder_root}",
+            f"dataset.root={image_root}",
             "model=alexnet",
             "model.width=0.25",
             "train.epochs=1",
