@@ -20,9 +20,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from .esgd import ESGD
 from .llb import LLbSGD, layer_groups
+from .pathsgd import PathSGD, path_kappa
 
-__all__ = ["LLbSGD", "OptimizerSpec", "build", "current_lrs", "get", "layer_groups", "names", "register"]
+__all__ = [
+    "ESGD",
+    "LLbSGD",
+    "OptimizerSpec",
+    "PathSGD",
+    "build",
+    "current_lrs",
+    "get",
+    "layer_groups",
+    "names",
+    "path_kappa",
+    "register",
+]
 
 BASE_PRESET = "torch"
 
@@ -219,5 +233,29 @@ register(
         presets={"tf1": {}},
         needs_loss=True,
         layerwise=True,
+    )
+)
+
+
+# --- the two baselines no library ships (SPEC section 3) ---
+
+register(
+    OptimizerSpec(
+        name="esgd",
+        factory=ESGD,
+        description="equilibrated SGD: preconditioned by sqrt(E[(Hv)^2]), Hv estimated every update_every steps",
+        defaults={"lr": 0.1, "update_every": 20, "damping": 1e-4, "weight_decay": 0.0, "seed": 0},
+        presets={"tf1": {}},
+        needs_create_graph=True,
+    )
+)
+register(
+    OptimizerSpec(
+        name="pathsgd",
+        factory=PathSGD,
+        description="Path-SGD: each weight's step divided by its path factor kappa, computed from the model",
+        defaults={"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "update_every": 1, "kappa_floor": 1e-12},
+        presets={"tf1": {}},
+        needs_model=True,
     )
 )

@@ -1,0 +1,119 @@
+"""ESGD: equilibrated SGD (Dauphin, de Vries & Bengio, 2015), as SPEC section 3 states it.
+
+The preconditioner is D = sqrt(E[(Hv)²]) with v ~ N(0, I) and H the Hessian of the mini-batch loss. Every
+`update_every` steps (the first step included) ESGD draws v, computes Hv by double backward and accumulates
+S += (Hv)², n += 1; every step then moves θ ← θ − lr · (g + λθ) / (sqrt(S/n) + damping).
+
+Only the estimating steps need the graph of the gradient: ask `should_create_graph()` before `backward`:
+
+    loss.backward(create_graph=optimizer.should_create_graph())
+    optimizer.step()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+__all__ = ["ESGD"]
+
+_GLOBAL = "esgd"  # key of the optimizer-wide state: step count, number of estimates, the random stream
+
+
+class ESGD(torch.optim.Optimizer):
+    """Equilibrated SGD with a diagonal Hessian-norm preconditioner, estimated every `update_every` steps.
+
+    Args:
+        params: parameters or param groups.
+        lr: the step size ε.
+        update_every: steps between two estimates of Hv (the first step always estimates).
+        damping: added to sqrt(S/n) before dividing.
+        weight_decay: λ, added to the gradient (L2) before preconditioning; H is the loss's Hessian alone.
+        seed: seeds the optimizer's own stream of random vectors v, which its state carries, so that a
+            resumed run draws the same v as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        update_every: int = 20,
+        damping: float = 1e-4,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        for label, value, ok, rule in (
+            ("lr", lr, lr > 0, "> 0"),
+            ("update_every", update_every, isinstance(update_every, int) and update_every >= 1, "an integer >= 1"),
+            ("damping", damping, damping > 0, "> 0"),
+            ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+        ):
+            if not ok:
+                raise ValueError(f"ESGD: {label}={value!r} must be {rule}")
+        super().__init__(params, {"lr": lr, "damping": damping, "weight_decay": weight_decay})
+        self.update_every = update_every
+        self.seed = seed
+
+    def should_create_graph(self) -> bool:
+        """True when the coming step estimates Hv, so its `backward` must keep the graph (`create_graph`)."""
+        return self.state[_GLOBAL].get("step", 0) % self.update_every == 0
+
+    @property
+    def estimates(self) -> int:
+        """How many Hessian-vector products have been accumulated (n)."""
+        return self.state[_GLOBAL].get("estimates", 0)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """One step. On an estimating step the gradients must carry their graph (`create_graph=True`)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        shared = dict(self.state[_GLOBAL])
+        estimating = shared.get("step", 0) % self.update_every == 0
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if estimating and params:
+            self._accumulate(params, shared)
+        for group in self.param_groups:
+            # a parameter without an estimate yet (no gradient when the last one was taken) waits for the next
+            members = [p for p in group["params"] if p.grad is not None and "sq_sum" in self.state[p]]
+            if not members:
+                continue
+            grads = [p.grad for p in members]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, members, alpha=group["weight_decay"])
+            scale = torch._foreach_div([self.state[p]["sq_sum"] for p in members], float(shared["estimates"]))
+            torch._foreach_sqrt_(scale)
+            torch._foreach_add_(scale, group["damping"])
+            torch._foreach_addcdiv_(members, grads, scale, value=-group["lr"])
+        shared["step"] = shared.get("step", 0) + 1
+        self.state[_GLOBAL] = shared
+        return loss
+
+    def _accumulate(self, params: list[torch.Tensor], shared: dict[str, Any]) -> None:
+        """S += (Hv)², n += 1, with v ~ N(0, I) from the optimizer's own stream; then release the graph."""
+        if any(p.grad.grad_fn is None for p in params):
+            raise RuntimeError(
+                "ESGD estimates Hv on this step, but the gradients carry no graph: "
+                "call loss.backward(create_graph=optimizer.should_create_graph()) before optimizer.step()"
+            )
+        generator = torch.Generator()
+        if "rng" in shared:
+            generator.set_state(shared["rng"])
+        else:
+            generator.manual_seed(self.seed)
+        vectors = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
+        shared["rng"] = generator.get_state()
+        with torch.enable_grad():
+            products = torch.autograd.grad([p.grad for p in params], params, vectors, allow_unused=True)
+        for p, hv in zip(params, products, strict=True):
+            state = self.state[p]
+            if "sq_sum" not in state:
+                state["sq_sum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if hv is not None:
+                state["sq_sum"].addcmul_(hv, hv)
+            p.grad = p.grad.detach()  # drop the graph: nothing of this step's backward stays alive
+        shared["estimates"] = shared.get("estimates", 0) + 1
