@@ -7,6 +7,7 @@ import math
 import random
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,11 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, *, seed: int, progress:
                 output = model(images)
                 loss = F.cross_entropy(output, labels)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward(create_graph=spec.needs_create_graph and optimizer.should_create_graph())
+                create_graph = spec.needs_create_graph and optimizer.should_create_graph()
+                with warnings.catch_warnings():
+                    # such optimizers drop the graph in step(): the reference cycle torch warns of does not last
+                    warnings.filterwarnings("ignore", "Using backward\\(\\) with create_graph=True")
+                    loss.backward(create_graph=create_graph)
                 if spec.needs_loss:
                     optimizer.step(loss=loss.detach())
                 else:

@@ -254,7 +254,7 @@ register(
         name="pathsgd",
         factory=PathSGD,
         description="Path-SGD: each weight's step divided by its path factor kappa, computed from the model",
-        defaults={"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "update_every": 1, "kappa_floor": 1e-12},
+        defaults={"lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0, "update_every": 1, "kappa_floor": 1e-12},
         presets={"tf1": {}},
         needs_model=True,
     )
