@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llbbench-installed
 
-.PHONY: run test test-slow lint format bench clean-runs
+.PHONY: run test test-slow test-slurm lint format bench clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ run: $(STAMP)  ## the quick-start job; extra overrides: make run ARGS="optimizer
 test: $(STAMP)  ## the test suite (CPU, a few minutes)
 	$(BIN)/pytest -q
 
-test-slow: $(STAMP)  ## the long tests that `make test` leaves out
+test-slow: $(STAMP)  ## the long tests that `make test` leaves out (the Slurm one needs `make test-slurm`)
 	$(BIN)/pytest -q -m slow
+
+test-slurm: $(STAMP)  ## start a one-node Slurm cluster on this machine (root), then test the Slurm launcher
+	bash ../shared/tools/slurm-local.sh start
+	$(BIN)/pytest -q -m slow tests/test_slurm.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -32,5 +36,5 @@ format: $(STAMP)
 bench: $(STAMP)  ## benchmarks: write results/bench/*.json (needs CIFAR-10 under $$LLBBENCH_DATA or ./data)
 	$(BIN)/python scripts/bench_run.py
 
-clean-runs:  ## delete ad-hoc run directories under results/runs/
+clean-runs:  ## delete ad-hoc run directories (results/runs/)
 	rm -rf results/runs

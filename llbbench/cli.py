@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -30,19 +30,37 @@ COMMANDS = ("run",)
 log = logging.getLogger("llbbench")
 
 
+def _run_id(*, _root_: DictConfig) -> str:
+    """The `${run_id:}` resolver: the run's identity from the config it is part of (Hydra's own node aside)."""
+    from .runs import run_id
+
+    config = OmegaConf.masked_copy(_root_, [key for key in _root_ if key != "hydra"])
+    return run_id(OmegaConf.to_container(config, resolve=True))
+
+
+OmegaConf.register_new_resolver("run_id", _run_id, replace=True)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _run(cfg: DictConfig) -> str:
-    from . import train  # imported here so that `llbbench --help` stays fast
+    from . import sweeps, train  # imported here so that `llbbench --help` stays fast
 
+    # warnings (e.g. a dataset that is not the official release) become one log line of the run, in whatever
+    # process a launcher runs it
+    warnings.formatwarning = lambda message, category, *_, **__: f"{category.__name__}: {message}"
+    logging.captureWarnings(True)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweeps.announce(run_dir)
     try:
-        summary = train.run(cfg, run_dir)
-    except (ValueError, FileNotFoundError) as e:
+        status = train.execute(cfg, run_dir)
+    except (ValueError, FileNotFoundError) as e:  # bad input: nothing was trained, nothing is recorded
         print(f"llbbench run: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    status = summary["status"]
-    print(f"run {status}: results in {run_dir}")
+        if hydra_cfg.mode == RunMode.RUN:
+            sys.exit(2)
+        status = "failed"  # in a sweep the other runs go on
+    sweeps.report(status, run_dir)
+    print(f"run {status}: results in {run_dir}", flush=True)
     if status == "failed" and hydra_cfg.mode == RunMode.RUN:
         sys.exit(1)
     return status
@@ -54,9 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
     command, rest = argv[0], argv[1:]
-    # warnings (e.g. a dataset that is not the official release) become one log line of the run
-    warnings.formatwarning = lambda message, category, *_, **__: f"{category.__name__}: {message}"
-    logging.captureWarnings(True)
     if command == "run":
         sys.argv = ["llbbench run", *rest]  # Hydra parses sys.argv
         _run()

@@ -1,12 +1,17 @@
-"""Run directories: what one run writes, and how.
+"""Run directories: identity, what one run writes, its lock and its checkpoint.
 
-A run directory holds `config.yaml` (resolved), `env.json`, `steps.csv`, `epochs.csv`, `layer_lrs.csv`
-(optimizers with per-layer rates) and, once the run has ended, `summary.json` with its final status.
+A run's identity is the content of its resolved config (everything that can change the result; not paths,
+devices, launcher or logging settings), so its directory `results/<experiment_name>/<id>/` is found again by
+the same command. It holds `config.yaml` (resolved), `env.json`, `steps.csv`, `epochs.csv`, `layer_lrs.csv`
+(optimizers with per-layer rates), `checkpoint.pt` while it trains, and, once it has ended, `summary.json` with
+its final status.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -21,6 +26,105 @@ import torch
 import torchvision
 
 STATUSES = ("completed", "diverged", "stopped", "failed")
+CHECKPOINT = "checkpoint.pt"
+RUN_FILES = ("config.yaml", "env.json", "steps.csv", "epochs.csv", "layer_lrs.csv", "summary.json", CHECKPOINT)
+# config keys that cannot change a run's result: left out of its identity
+NOT_IDENTITY = (
+    "results_dir",
+    "experiment_name",
+    "device",
+    "rerun",
+    "keep_checkpoint",
+    "checkpoint_minutes",
+    "dataset.root",
+    "dataset.download",
+    "dataset.num_workers",
+    "train.log_every",
+    "train.eval_batch_size",
+)
+
+
+def identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config (plain dict) that defines a run: everything but `NOT_IDENTITY`."""
+    kept = json.loads(json.dumps(config, default=str))
+    kept.pop("hydra", None)
+    for dotted in NOT_IDENTITY:
+        *parents, leaf = dotted.split(".")
+        node = kept
+        for key in parents:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return kept
+
+
+def run_id(config: Mapping[str, Any]) -> str:
+    """A readable prefix (network, optimizer, fold) and a hash of the run's identity, e.g. `resnet34-llb-f2-1a2b…`."""
+    digest = hashlib.sha256(json.dumps(identity(config), sort_keys=True).encode()).hexdigest()[:12]
+    fold = config.get("fold")
+    fold_tag = "fall" if fold is None or str(fold).lower() in ("none", "null") else f"f{fold}"
+    return f"{config['model']['name']}-{config['optimizer']['name']}-{fold_tag}-{digest}"
+
+
+def final_status(path: str | Path) -> str | None:
+    """The final status recorded in a run directory, or None when the run has not ended."""
+    summary = Path(path) / "summary.json"
+    try:
+        status = json.loads(summary.read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+    return status if status in STATUSES else None
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held while the run trains.
+
+    It is an advisory `flock` on `<run>/.lock`: the kernel drops it when the holding process ends, however it
+    ends (a SIGKILL included), so a lock left by a dead process is taken over by the next one that asks.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path) / ".lock"
+        self._file = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when another live process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "since": _now()}) + "\n")
+        handle.flush()
+        self._file = handle
+        return True
+
+    def holder(self) -> str:
+        """Who holds the lock, as its file says (for messages)."""
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class RunDir:
@@ -37,6 +141,39 @@ class RunDir:
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
         self.write_text(name, json.dumps(data, indent=2, default=str) + "\n")
+
+    def clear(self) -> None:
+        """Remove what an earlier attempt at this run wrote (not the lock, not Hydra's own files)."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+
+    def write_checkpoint(self, state: Mapping[str, Any]) -> None:
+        """Save `state` atomically: to a temporary file, then `os.replace` over the previous checkpoint."""
+        tmp = self.path / f".{CHECKPOINT}.tmp"
+        torch.save(dict(state), tmp)
+        os.replace(tmp, self.path / CHECKPOINT)
+
+    def read_checkpoint(self) -> dict[str, Any] | None:
+        path = self.path / CHECKPOINT
+        if not path.exists():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+    def remove_checkpoint(self) -> None:
+        (self.path / CHECKPOINT).unlink(missing_ok=True)
+
+    def truncate_rows(self, name: str, column: str, last: int) -> None:
+        """Drop the rows of CSV table `name` whose `column` exceeds `last` (rows written after a checkpoint)."""
+        path = self.path / name
+        if not path.exists():
+            return
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames, [r for r in reader if int(r[column]) <= last]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
 
     def append_row(self, name: str, row: Mapping[str, Any]) -> None:
         """Append `row` to CSV table `name`, writing the header first when the file is new."""
@@ -66,7 +203,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "hostname": platform.node(),
         "git_commit": _git_commit(),
-        "start_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "start_time": _now(),
     }
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from . import models, optim
-from .runs import RunDir, environment
+from .runs import CHECKPOINT, RunDir, RunLock, environment, final_status, identity
 
 log = logging.getLogger(__name__)
 
@@ -112,66 +113,190 @@ def prepare(cfg: DictConfig) -> Setup:
     return Setup(data, model, optimizer, optim.get(opt_name), device)
 
 
+def execute(cfg: DictConfig, run_dir: str | Path) -> str:
+    """Run `cfg` in `run_dir` unless it has already ended there or another process is training it.
+
+    Returns the status: `completed`, `diverged` or `failed` for a run trained now, `skipped` for one that had
+    a final status already (`rerun=true` trains it again) or is locked by a live process.
+    """
+    record = RunDir(run_dir)
+    done = final_status(run_dir)
+    if done is not None and not cfg.get("rerun", False):
+        log.info("already done (%s): %s; rerun=true trains it again", done, run_dir)
+        return "skipped"
+    with RunLock(run_dir) as lock:
+        if not lock.acquire():
+            log.info("being trained by another process (%s): %s", lock.holder(), run_dir)
+            return "skipped"
+        if done is not None:  # rerun=true: start over
+            record.clear()
+        return run(cfg, run_dir)["status"]
+
+
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train one run described by `cfg` and record it in `run_dir`; returns the summary.
 
-    Bad input raises before anything is trained. An error while training is recorded as status `failed`
-    (with the error) and returned, so that a sweep can go on.
+    A checkpoint in `run_dir` is resumed from, to the same result as an uninterrupted run. Bad input raises
+    before anything is trained. An error while training is recorded as status `failed` (with the error) and
+    returned, so that a sweep can go on.
     """
     setup = prepare(cfg)
     record = RunDir(run_dir)
-    record.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    record.write_json("env.json", environment(setup.device))
-    started = time.perf_counter()
+    config = OmegaConf.to_container(cfg, resolve=True)
     progress = Progress()
+    checkpoint = record.read_checkpoint()
+    if checkpoint is not None:
+        if checkpoint["identity"] != identity(config):
+            raise ValueError(f"{record.path / CHECKPOINT} belongs to another config; move it away or set rerun=true")
+        restore(setup, checkpoint, progress)
+        record.truncate_rows("steps.csv", "step", progress.steps)
+        record.truncate_rows("layer_lrs.csv", "step", progress.steps)
+        record.truncate_rows("epochs.csv", "epoch", progress.epochs)
+        log.info("resuming from step %d (epoch %d, batch %d)", progress.steps, progress.epoch, progress.batch)
+    else:
+        record.clear()
+        record.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        record.write_json("env.json", environment(setup.device))
     try:
-        status = train(setup, cfg.train, record, seed=cfg.seed, progress=progress)
+        status = train(setup, cfg, record, progress)
         error = None
     except Exception as e:
         log.exception("run failed")
-        status, error = (
-            "failed",
-            {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()},
-        )
+        status, error = "failed", {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
     summary = {
         "status": status,
+        "scale": cfg.get("scale"),
         "epochs": progress.epochs,
         "steps": progress.steps,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(progress.seconds, 3),
         "num_params": models.num_parameters(setup.model),
         "final": progress.last_epoch,
+        "model_sha256": weights_digest(setup.model),
+        "resumed_at_steps": progress.resumed_at,
     }
     if error:
         summary["error"] = error
     if status == "diverged":
         summary["diverged_at_step"] = progress.steps
     record.write_json("summary.json", summary)
+    if not cfg.get("keep_checkpoint", False):
+        record.remove_checkpoint()
     return summary
 
 
 @dataclass
 class Progress:
-    """How far a run got: completed epochs, steps taken, and the last epoch's metrics."""
+    """Where a run stands: the epoch in progress and its batches done, totals, and the epoch's accumulators."""
 
-    epochs: int = 0
+    epoch: int = 1  # the epoch in progress (1-based)
+    batch: int = 0  # its mini-batches already trained
+    epochs: int = 0  # completed epochs
     steps: int = 0
+    seconds: float = 0.0  # training time spent by earlier processes of this run
+    epoch_seconds: float = 0.0  # of the epoch in progress, by earlier processes
+    loss_sum: torch.Tensor | None = None  # of the epoch in progress, on the device
+    correct: torch.Tensor | None = None
     last_epoch: dict[str, float] | None = None
+    resumed_at: list[int] = field(default_factory=list)
 
 
-def train(setup: Setup, cfg: DictConfig, record: RunDir, *, seed: int, progress: Progress) -> str:
-    """The training loop; returns the final status (`completed` or `diverged`)."""
-    model, optimizer, spec, data = setup.model, setup.optimizer, setup.spec, setup.data
-    per_epoch = data.train.num_batches(cfg.batch_size, cfg.drop_last)
-    started = time.perf_counter()
-    bar = tqdm(total=cfg.epochs * per_epoch, unit="step", disable=None, dynamic_ncols=True, desc="train")
+def checkpoint_state(setup: Setup, config: dict[str, Any], progress: Progress, seconds: float) -> dict[str, Any]:
+    """What a resumed run needs to continue exactly: weights, optimizer, random states, position, metrics."""
+    return {
+        "identity": identity(config),
+        "model": setup.model.state_dict(),
+        "optimizer": setup.optimizer.state_dict(),
+        "rng": {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        "progress": {**asdict(progress), "seconds": seconds, "resumed_at": list(progress.resumed_at)},
+    }
+
+
+def restore(setup: Setup, checkpoint: dict[str, Any], progress: Progress) -> None:
+    setup.model.load_state_dict(checkpoint["model"])
+    setup.optimizer.load_state_dict(checkpoint["optimizer"])
+    rng = checkpoint["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    for key, value in checkpoint["progress"].items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(setup.device)
+        setattr(progress, key, value)
+    progress.resumed_at.append(progress.steps)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of the model's state (names and raw bytes): equal digests mean bitwise-equal weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Plateau:
+    """The paper's stop rule: the loss fell by no more than `min_drop` over `window` iterations.
+
+    Compares the mean mini-batch loss of each window of `window` steps with that of the window before (one host
+    sync per window). Not carried by checkpoints: a resumed run starts its windows afresh.
+    """
+
+    def __init__(self, window: int, min_drop: float, device: torch.device) -> None:
+        if window < 1:
+            raise ValueError(f"train.plateau.window={window} must be at least 1")
+        self.window, self.min_drop = window, min_drop
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = 0
+        self.previous: float | None = None
+
+    def reached(self, loss: torch.Tensor, step: int) -> bool:
+        self.total += loss
+        self.count += 1
+        if self.count < self.window:
+            return False
+        mean, self.total, self.count = self.total.item() / self.window, self.total.zero_(), 0
+        previous, self.previous = self.previous, mean
+        return previous is not None and previous - mean <= self.min_drop
+
+
+def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress) -> str:
+    """The training loop, from wherever `progress` stands; returns the final status.
+
+    `completed` when the epoch budget is spent, `diverged` when the loss is non-finite, `stopped` when the
+    plateau rule (`train.plateau`) is met.
+
+    A checkpoint is written at the end of every epoch and, within an epoch, every `checkpoint_minutes`.
+    """
+    model, optimizer, spec, data, t = setup.model, setup.optimizer, setup.spec, setup.data, cfg.train
+    config = OmegaConf.to_container(cfg, resolve=True)
+    per_epoch = data.train.num_batches(t.batch_size, t.drop_last)
+    started, saved = time.perf_counter(), time.perf_counter()
+    every = 60.0 * cfg.get("checkpoint_minutes", 0) or math.inf
+
+    def save() -> None:
+        elapsed = progress.seconds + time.perf_counter() - started
+        record.write_checkpoint(checkpoint_state(setup, config, progress, elapsed))
+
+    plateau = Plateau(**t.plateau, device=setup.device) if t.get("plateau") else None
+    bar = tqdm(total=t.epochs * per_epoch, initial=progress.steps, unit="step", disable=None, desc="train")
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(progress.epoch, t.epochs + 1):
+            progress.epoch = epoch
+            if progress.batch == 0:
+                progress.loss_sum = torch.zeros((), device=setup.device)
+                progress.correct = torch.zeros((), dtype=torch.long, device=setup.device)
+                progress.epoch_seconds = 0.0
             model.train()
             epoch_start = time.perf_counter()
-            loss_sum = torch.zeros((), device=setup.device)
-            correct = torch.zeros((), dtype=torch.long, device=setup.device)
-            order = datasets.epoch_order(len(data.train), seed, epoch)
-            for images, labels in data.train.batches(cfg.batch_size, order, cfg.drop_last):
+            order = datasets.epoch_order(len(data.train), cfg.seed, epoch)
+            for images, labels in data.train.batches(t.batch_size, order, t.drop_last, skip=progress.batch):
                 output = model(images)
                 loss = F.cross_entropy(output, labels)
                 optimizer.zero_grad(set_to_none=True)
@@ -185,28 +310,38 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, *, seed: int, progress:
                 else:
                     optimizer.step()
                 progress.steps += 1
+                progress.batch += 1
                 bar.update()
-                loss_sum += loss.detach() * len(labels)
-                correct += (output.argmax(1) == labels).sum()
-                if progress.steps % cfg.log_every == 0:
+                progress.loss_sum += loss.detach() * len(labels)
+                progress.correct += (output.argmax(1) == labels).sum()
+                if progress.steps % t.log_every == 0:
                     value = loss.item()
-                    _log_step(record, optimizer, spec, progress.steps, epoch, value, time.perf_counter() - started)
+                    seconds = progress.seconds + time.perf_counter() - started
+                    _log_step(record, optimizer, spec, progress.steps, epoch, value, seconds)
                     bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
-                    if not math.isfinite(loss_sum.item()):
+                    if not math.isfinite(progress.loss_sum.item()):
                         return _diverged(progress.steps)
-            train_seconds = time.perf_counter() - epoch_start
-            seen = len(data.train) if not cfg.drop_last else per_epoch * cfg.batch_size
-            train_loss = loss_sum.item() / seen
+                if plateau is not None and plateau.reached(loss.detach(), progress.steps):
+                    log.info("plateau: the loss fell by at most %s over %d steps", plateau.min_drop, plateau.window)
+                    return "stopped"
+                if time.perf_counter() - saved >= every and progress.batch < per_epoch:
+                    progress.epoch_seconds += time.perf_counter() - epoch_start
+                    epoch_start = time.perf_counter()
+                    save()
+                    saved = time.perf_counter()
+            train_seconds = progress.epoch_seconds + time.perf_counter() - epoch_start
+            seen = len(data.train) if not t.drop_last else per_epoch * t.batch_size
+            train_loss = progress.loss_sum.item() / seen
             if not math.isfinite(train_loss):
                 return _diverged(progress.steps)
             eval_start = time.perf_counter()
-            val_loss, val_acc = evaluate(model, data.val, cfg.eval_batch_size)
-            test_loss, test_acc = evaluate(model, data.test, cfg.eval_batch_size)
+            val_loss, val_acc = evaluate(model, data.val, t.eval_batch_size)
+            test_loss, test_acc = evaluate(model, data.test, t.eval_batch_size)
             row = {
                 "epoch": epoch,
                 "step": progress.steps,
                 "train_loss": train_loss,
-                "train_acc": correct.item() / seen,
+                "train_acc": progress.correct.item() / seen,
                 "val_loss": val_loss,
                 "val_acc": val_acc,
                 "test_loss": test_loss,
@@ -216,12 +351,16 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, *, seed: int, progress:
             }
             record.append_row("epochs.csv", row)
             progress.epochs, progress.last_epoch = epoch, row
+            progress.epoch, progress.batch = epoch + 1, 0
+            save()
+            saved = time.perf_counter()
             bar.write(
-                f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}, "
+                f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}, "
                 f"val loss {val_loss:.4f}, test loss {test_loss:.4f} acc {test_acc:.3f}"
             )
     finally:
         bar.close()
+        progress.seconds += time.perf_counter() - started
     return "completed"
 
 

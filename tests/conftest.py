@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,3 +98,22 @@ def make_config(cifar_root: Path, tmp_path: Path) -> Callable[..., DictConfig]:
             return compose("config", overrides=[*base, *overrides])
 
     return make
+
+
+def llbbench(*args: str, data: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the `llbbench` command line in a fresh process, optionally with LLBBENCH_DATA set."""
+    env = {**os.environ, "LLBBENCH_DATA": str(data)} if data else dict(os.environ)
+    return subprocess.run(
+        [sys.executable, "-m", "llbbench.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def llbbench_background(*args: str, data: Path | None = None) -> subprocess.Popen:
+    """Start the `llbbench` command line without waiting for it."""
+    env = {**os.environ, "LLBBENCH_DATA": str(data)} if data else dict(os.environ)
+    return subprocess.Popen(
+        [sys.executable, "-m", "llbbench.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )

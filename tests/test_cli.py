@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import llbbench
+
 SHRINK = ["device=cpu", "model.width=0.25", "train.epochs=1", "train.batch_size=64"]
-
-
-def llbbench(*args: str, data: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LLBBENCH_DATA": str(data)} if data else dict(os.environ)
-    return subprocess.run(
-        [sys.executable, "-m", "llbbench.cli", *args], capture_output=True, text=True, env=env, timeout=300
-    )
 
 
 def test_help_names_the_commands():
@@ -43,14 +35,14 @@ def test_run_trains_and_says_where_the_results_are(cifar_root, tmp_path):
     out = llbbench("run", *SHRINK, f"results_dir={tmp_path}", data=cifar_root)
     assert out.returncode == 0, out.stderr
     run_dir = Path(out.stdout.strip().splitlines()[-1].split("results in ")[1])
-    assert run_dir.parent == tmp_path
+    assert run_dir.parent == tmp_path / "runs"
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
 
 def test_multirun_sweeps_the_optimizers(cifar_root, tmp_path):
     out = llbbench("run", "--multirun", "optimizer=sgd,adam", *SHRINK, f"results_dir={tmp_path}", data=cifar_root)
     assert out.returncode == 0, out.stderr
-    summaries = sorted(tmp_path.glob("multirun-*/*/summary.json"))
+    summaries = sorted(tmp_path.glob("runs/*/summary.json"))
     assert len(summaries) == 2
     names = {yaml.safe_load((p.parent / "config.yaml").read_text())["optimizer"]["name"] for p in summaries}
     assert names == {"sgd", "adam"}

@@ -93,13 +93,15 @@ class FolderSplit:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
 
     def batches(
-        self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False
+        self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False, skip: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalized float32 mini-batches in `order` (default: as stored), from batch number `skip` on."""
         on_cuda = self.device.type == "cuda"
+        indices = order.tolist() if order is not None else list(range(len(self)))
         loader = DataLoader(
             _Images(self.paths, self.labels, self.resize, self.crop),
             batch_size=batch_size,
-            sampler=order.tolist() if order is not None else None,
+            sampler=indices[skip * batch_size :],
             num_workers=self.num_workers,
             pin_memory=on_cuda,
             drop_last=drop_last,

@@ -38,12 +38,12 @@ class TensorSplit:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
 
     def batches(
-        self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False
+        self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False, skip: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalized float32 mini-batches in `order` (default: as stored)."""
+        """Normalized float32 mini-batches in `order` (default: as stored), from batch number `skip` on."""
         if order is not None:
             order = order.to(self.images.device)
-        for i in range(self.num_batches(batch_size, drop_last)):
+        for i in range(skip, self.num_batches(batch_size, drop_last)):
             window = slice(i * batch_size, (i + 1) * batch_size)
             index = order[window] if order is not None else window
             yield normalize(self.images[index], self.mean, self.std), self.labels[index]

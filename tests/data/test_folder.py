@@ -121,7 +121,7 @@ def test_the_command_line_runs_alexnet_on_a_folder(image_root, tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    (summary,) = tmp_path.glob("*/summary.json")
+    (summary,) = tmp_path.glob("runs/*/summary.json")
     assert json.loads(summary.read_text())["status"] == "completed"
     config = (summary.parent / "config.yaml").read_text()
     assert "form: auto" in config and "crop: 224" in config

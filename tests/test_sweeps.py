@@ -1,0 +1,88 @@
+"""Sweeps under real launchers: every run once, "run i of N", the counts, and a second start that trains nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import llbbench, write_image_folder
+
+SWEEP = ["-m", "optimizer=sgd,adam", "fold=0,1", "device=cpu", "model.width=0.25", "train.epochs=1"]
+
+
+def summaries(results: Path) -> dict[str, float]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in results.glob("runs/*/summary.json")}
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]],
+    ids=["joblib", "submitit_local"],
+)
+def test_a_four_run_sweep_completes_and_a_second_start_trains_nothing(cifar_root, tmp_path, launcher):
+    first = llbbench("run", *SWEEP, *launcher, f"results_dir={tmp_path}", data=cifar_root)
+    assert first.returncode == 0, first.stderr
+    output = first.stdout + first.stderr
+    assert "sweep done: 4 of 4 runs: 4 completed, 0 skipped, 0 diverged, 0 stopped, 0 failed" in output
+    done = summaries(tmp_path)
+    assert len(done) == 4
+    assert {json.loads(p.read_text())["status"] for p in tmp_path.glob("runs/*/summary.json")} == {"completed"}
+
+    again = llbbench("run", *SWEEP, *launcher, f"results_dir={tmp_path}", data=cifar_root)
+    assert again.returncode == 0, again.stderr
+    assert "sweep done: 4 of 4 runs: 0 completed, 4 skipped" in again.stdout + again.stderr
+    assert summaries(tmp_path) == done  # not one summary rewritten
+
+
+def test_the_sweep_numbers_its_runs_and_failing_runs_do_not_stop_it(tmp_path):
+    # a broken image sorts last in its class: the 6-image subset leaves it out, the whole set fails on it in
+    # training (recorded as failed); a negative width is bad input (reported, not recorded)
+    root = write_image_folder(tmp_path / "images", train_per_class=4, val_per_class=1)
+    (root / "train" / "dog" / "zz_broken.JPEG").write_bytes(b"not an image")
+    out = llbbench(
+        "run", "-m", "dataset=imagefolder", f"dataset.root={root}", "dataset.num_workers=0", "dataset.resize=36",
+        "dataset.crop=32", "dataset.subset=6,null", "model.width=0.25,-1", "cv.folds=2", "train.batch_size=4",
+        "train.epochs=1", "device=cpu", f"results_dir={tmp_path / 'results'}",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for i in range(1, 5):
+        assert f"run {i} of 4: smallcnn-llb-f0-" in out.stdout
+    assert "sweep done: 4 of 4 runs: 1 completed, 0 skipped, 0 diverged, 0 stopped, 3 failed" in out.stdout
+    assert "model.width=-1 must be positive" in out.stderr
+    recorded = {json.loads(p.read_text())["status"]: p for p in (tmp_path / "results").glob("runs/*/summary.json")}
+    assert sorted(recorded) == ["completed", "failed"]
+    assert "unreadable image" in json.loads(recorded["failed"].read_text())["error"]["message"]
+
+
+def test_an_experiment_holds_its_own_sweep(cifar_root, tmp_path):
+    out = llbbench(
+        "run", "experiment=table2_cifar10", "scale=small", "model=resnet34", "optimizer=sgd",
+        "dataset.subset=100", "train.epochs=1", "device=cpu", f"results_dir={tmp_path}", "--cfg", "job",
+        data=cifar_root,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "experiment_name: table2_cifar10" in out.stdout and "scale: small" in out.stdout
+
+
+def test_the_paper_grids_have_the_papers_sizes():
+    from omegaconf import OmegaConf
+
+    from llbbench.cli import CONF_DIR
+    from llbbench.sweeps import sweep_size
+
+    sizes = {}
+    for name in ("table2_cifar10", "table2_imagenet", "table3_batch", "table4_init", "fig7_lr"):
+        experiment = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml")
+        config = OmegaConf.create(
+            {"cv": {"folds": 5}, "hydra": {"sweeper": experiment.hydra.sweeper, "overrides": {"task": []}}}
+        )
+        sizes[name] = sweep_size(config)
+    assert sizes == {
+        "table2_cifar10": 90,
+        "table2_imagenet": 180,
+        "table3_batch": 150,
+        "table4_init": 120,
+        "fig7_lr": 30,
+    }
