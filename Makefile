@@ -5,15 +5,26 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llbbench-installed
 
-.PHONY: run test test-slow test-slurm lint format bench clean-runs
+.PHONY: run reproduce-small reproduce-tables test test-slow test-slurm lint format bench clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-run: $(STAMP)  ## the quick-start job; extra overrides: make run ARGS="optimizer=adam"
-	$(BIN)/llbbench run experiment=quickstart $(ARGS)
+run: $(STAMP)  ## the quick-start job and its report; extra overrides: make run ARGS="train.epochs=6"
+	$(BIN)/llbbench run -m experiment=quickstart $(ARGS)
+	$(BIN)/llbbench report results/quickstart
+
+EXPERIMENTS := table2_cifar10 table2_imagenet table3_batch table4_init fig7_lr
+
+reproduce-small: $(STAMP)  ## every experiment at scale=small on CIFAR-10, then the report (resumable)
+	for e in $(EXPERIMENTS); do $(BIN)/llbbench run -m experiment=$$e scale=small results_dir=results/small $(ARGS) || exit 1; done
+	$(BIN)/llbbench report results/small
+
+reproduce-tables: $(STAMP)  ## every experiment at scale=full (GPUs; add ARGS="hydra/launcher=slurm ..."), then the report
+	for e in $(EXPERIMENTS); do $(BIN)/llbbench run -m experiment=$$e scale=full results_dir=results/full $(ARGS) || exit 1; done
+	$(BIN)/llbbench report results/full
 
 test: $(STAMP)  ## the test suite (CPU, a few minutes)
 	$(BIN)/pytest -q

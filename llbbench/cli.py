@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import warnings
@@ -22,11 +23,13 @@ Reproduce and re-examine Zheng et al. (2019), "Layer-wise learning based stochas
 commands:
   run      train one run (or, with --multirun/-m, a sweep) configured by Hydra overrides,
            e.g. `llbbench run optimizer=adam train.epochs=2`; `llbbench run --help` lists the config groups
+  report   the paper's tables, figures and a claims check from run directories:
+           `llbbench report results/table2_cifar10 [DIR ...] [--out OUT] [--formats md,tex,csv]`
 
 `llbbench COMMAND --help` says more about each command.
 """
 
-COMMANDS = ("run",)
+COMMANDS = ("run", "report")
 log = logging.getLogger("llbbench")
 
 
@@ -76,8 +79,32 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = ["llbbench run", *rest]  # Hydra parses sys.argv
         _run()
         return 0
+    if command == "report":
+        return report(rest)
     print(f"llbbench: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2
+
+
+def report(argv: list[str]) -> int:
+    """`llbbench report`: parse, build, and say where the report is."""
+    from .report import FORMATS, build_report
+
+    parser = argparse.ArgumentParser(
+        prog="llbbench report",
+        description="Write the paper's Tables 1-4 (Markdown, LaTeX, CSV), Figures 5-8 (PNG, PDF) and claims.md "
+        "from run directories (found recursively under each DIR).",
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="results folders, e.g. results/table2_cifar10")
+    parser.add_argument("--out", help="where to write the report (default: DIR/report of the first DIR)")
+    parser.add_argument("--formats", default=",".join(FORMATS), help=f"table formats (default {','.join(FORMATS)})")
+    args = parser.parse_args(argv)
+    try:
+        out = build_report(args.dirs, args.out, [f.strip() for f in args.formats.split(",") if f.strip()])
+    except (ValueError, FileNotFoundError) as e:
+        print(f"llbbench report: error: {e}", file=sys.stderr)
+        return 2
+    print(f"report written: {out / 'report.md'} (claims: {out / 'claims.md'})")
+    return 0
 
 
 if __name__ == "__main__":

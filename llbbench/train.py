@@ -8,7 +8,6 @@ import math
 import random
 import time
 import traceback
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,17 +118,16 @@ def execute(cfg: DictConfig, run_dir: str | Path) -> str:
     Returns the status: `completed`, `diverged` or `failed` for a run trained now, `skipped` for one that had
     a final status already (`rerun=true` trains it again) or is locked by a live process.
     """
-    record = RunDir(run_dir)
-    done = final_status(run_dir)
-    if done is not None and not cfg.get("rerun", False):
-        log.info("already done (%s): %s; rerun=true trains it again", done, run_dir)
-        return "skipped"
     with RunLock(run_dir) as lock:
         if not lock.acquire():
             log.info("being trained by another process (%s): %s", lock.holder(), run_dir)
             return "skipped"
+        done = final_status(run_dir)  # read under the lock: a run that another process just ended is seen
+        if done is not None and not cfg.get("rerun", False):
+            log.info("already done (%s): %s; rerun=true trains it again", done, run_dir)
+            return "skipped"
         if done is not None:  # rerun=true: start over
-            record.clear()
+            RunDir(run_dir).clear()
         return run(cfg, run_dir)["status"]
 
 
@@ -300,15 +298,7 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress) -> 
                 output = model(images)
                 loss = F.cross_entropy(output, labels)
                 optimizer.zero_grad(set_to_none=True)
-                create_graph = spec.needs_create_graph and optimizer.should_create_graph()
-                with warnings.catch_warnings():
-                    # such optimizers drop the graph in step(): the reference cycle torch warns of does not last
-                    warnings.filterwarnings("ignore", "Using backward\\(\\) with create_graph=True")
-                    loss.backward(create_graph=create_graph)
-                if spec.needs_loss:
-                    optimizer.step(loss=loss.detach())
-                else:
-                    optimizer.step()
+                optim.backward_and_step(spec, optimizer, loss)
                 progress.steps += 1
                 progress.batch += 1
                 bar.update()

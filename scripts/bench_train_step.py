@@ -45,8 +45,7 @@ def run_steps(model, opt, spec, x, y, steps: int) -> float:
     for _ in range(steps):
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward(create_graph=spec.needs_create_graph and opt.should_create_graph())
-        opt.step(loss=loss.detach()) if spec.needs_loss else opt.step()
+        optim.backward_and_step(spec, opt, loss)
     return (time.perf_counter() - start) / steps
 
 

@@ -79,6 +79,8 @@ def build(
         train, test, num_classes = _image_folder(options, device)
     if options.get("subset") is not None:
         train = train.take(stratified_subset(train.labels.cpu(), options["subset"]))
+    if options.get("test_subset") is not None:
+        test = test.take(stratified_subset(test.labels.cpu(), options["test_subset"], "dataset.test_subset"))
     val = None
     if fold is not None:
         parts = fold_indices(train.labels.cpu(), folds, cv_seed)
@@ -117,14 +119,14 @@ def _image_folder(options: dict[str, Any], device: torch.device) -> tuple[Folder
     return train, FolderSplit(tuple(test_paths), torch.tensor(test_labels), **shared), len(classes)
 
 
-def stratified_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
+def stratified_subset(labels: torch.Tensor, n: int, option: str = "dataset.subset") -> torch.Tensor:
     """Indices of the first `n` samples of each class in proportion to the class sizes, in stored order.
 
     Quotas follow the largest-remainder rule, so they add up to exactly `n`.
     """
     total = len(labels)
     if not 0 < n <= total:
-        raise ValueError(f"dataset.subset={n} must lie in 1..{total} (the size of the training set) or be null")
+        raise ValueError(f"{option}={n} must lie in 1..{total} (the size of the split) or be null")
     classes, counts = labels.unique(return_counts=True)
     exact = counts.double() * n / total
     quota = exact.floor().long()

@@ -11,6 +11,7 @@ This package imports nothing else of llbbench, so it can be lifted into any trai
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,6 +30,7 @@ __all__ = [
     "LLbSGD",
     "OptimizerSpec",
     "PathSGD",
+    "backward_and_step",
     "build",
     "current_lrs",
     "get",
@@ -147,6 +149,20 @@ def current_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     if callable(layer_lrs):
         return layer_lrs()
     return {group.get("name", f"group{i}"): float(group["lr"]) for i, group in enumerate(optimizer.param_groups)}
+
+
+def backward_and_step(spec: OptimizerSpec, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """`loss.backward()` and `optimizer.step()` as the registry's capability flags say: the one contract a
+    training loop follows for every optimizer (gradients are expected to be zeroed before)."""
+    create_graph = spec.needs_create_graph and optimizer.should_create_graph()
+    with warnings.catch_warnings():
+        # an optimizer that needs the graph drops it in step(): the reference cycle torch warns of does not last
+        warnings.filterwarnings("ignore", "Using backward\\(\\) with create_graph=True")
+        loss.backward(create_graph=create_graph)
+    if spec.needs_loss:
+        optimizer.step(loss=loss.detach())
+    else:
+        optimizer.step()
 
 
 def _tuple_if_list(value: Any) -> Any:

@@ -38,7 +38,7 @@ def test_stratified_subset_keeps_class_proportions_and_order():
     # the first images of each class, in stored order
     for c, q in enumerate([5, 3, 2]):
         assert torch.equal(keep[labels[keep] == c], (labels == c).nonzero().flatten()[:q])
-    with pytest.raises(ValueError, match=r"dataset.subset=101 must lie in 1\.\.100"):
+    with pytest.raises(ValueError, match=r"dataset.subset=101 must lie in 1\.\.100 \(the size of the split\)"):
         data.stratified_subset(labels, 101)
 
 

@@ -24,9 +24,7 @@ def test_every_optimizer_builds_and_steps_as_its_flags_say(model, name):
     opt = optim.build(name, model, input_shape=(4,), lr=0.01)
     before = [p.detach().clone() for p in model.parameters()]
     spec = optim.get(name)
-    loss = model(torch.randn(5, 4)).pow(2).sum()
-    loss.backward(create_graph=spec.needs_create_graph and opt.should_create_graph())
-    opt.step(loss=loss.detach()) if spec.needs_loss else opt.step()
+    optim.backward_and_step(spec, opt, model(torch.randn(5, 4)).pow(2).sum())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 

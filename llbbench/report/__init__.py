@@ -1,0 +1,99 @@
+"""`llbbench report`: the paper's tables, figures and a claims check, from run directories alone.
+
+Runs are grouped by the experiment that made them: Table 2 and Figs. 5–6 from `table2_*` (or `quickstart`)
+runs, Table 3 from `table3_*`, Table 4 from `table4_*`, Fig. 7 from `fig7_*`. Folders with none of these make
+Table 2 of all their runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from . import claims, figures, tables
+from .runs import epoch_curves, load_runs
+
+__all__ = ["FORMATS", "build_report", "group_runs"]
+
+FORMATS = ("md", "tex", "csv")
+GROUPS = {"table2": ("table2", "quickstart"), "table3": ("table3",), "table4": ("table4",), "fig7": ("fig7",)}
+
+
+def group_runs(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The runs behind each table and figure, by the experiment that made them."""
+    groups = {
+        name: runs[runs["experiment"].str.startswith(prefixes)] if len(runs) else runs
+        for name, prefixes in GROUPS.items()
+    }
+    if len(runs) and not any(len(g) for g in groups.values()):
+        groups["table2"] = runs
+    return groups
+
+
+def describe(runs: pd.DataFrame) -> list[str]:
+    """What the runs were: scale, data, networks' width, budgets, and how they ended."""
+
+    def values(column: str) -> str:
+        present = sorted({str(v) for v in runs[column] if v is not None and not pd.isna(v)})
+        return ", ".join(present) if present else "—"
+
+    scales = values("scale")
+    lines = [
+        f"- scale: **{scales}**",
+        f"- data: {values('dataset')} (training subset: {values('subset')} images; folds: {values('folds')})",
+        f"- networks: {values('model')} at width {values('width')}; epoch budget {values('epoch_budget')}",
+        f"- runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in sorted(runs['status'].value_counts().items()))})",
+    ]
+    if set(runs["scale"].astype(str)) - {"full"}:
+        lines.append(
+            "- **CPU scale** (not the paper's): CIFAR-10 subsets, small or width-reduced networks, a few epochs, and "
+            "any ImageNet network on CIFAR-10 as a stand-in. It shows whether the comparisons point the same way as "
+            "the paper's at a size a laptop can run; it cannot confirm or refute the paper's full-scale numbers."
+        )
+    return lines
+
+
+def build_report(roots: Iterable[str | Path], out: str | Path | None = None, formats: Iterable[str] = FORMATS) -> Path:
+    """Write the tables, figures, `claims.md` and an index `report.md` for the runs under `roots` into `out`."""
+    roots = [Path(r) for r in roots]
+    formats = list(formats)
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown format {', '.join(unknown)}; valid formats: {', '.join(FORMATS)}")
+    runs = load_runs(roots)
+    if runs.empty:
+        raise FileNotFoundError(f"no run directories (with summary.json) under {', '.join(map(str, roots))}")
+    out = Path(out) if out is not None else roots[0] / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    groups = group_runs(runs)
+    scale_note = f"scale: {', '.join(sorted(set(runs['scale'].astype(str))))}"
+
+    written_tables = tables.all_tables(runs, groups)
+    for table in written_tables:
+        table.write(out, formats)
+    curves = epoch_curves(groups["table2"])
+    trajectories, left_out = figures.saddle_trajectories()
+    drawn = {
+        "Fig. 5": figures.fig5_training_curves(groups["table2"], out, scale_note),
+        "Fig. 6": figures.fig6_layer_rates(groups["table2"], out, scale_note),
+        "Fig. 7": figures.fig7_initial_rate(groups["fig7"], out, scale_note),
+        "Fig. 8": figures.fig8_saddles(out, trajectories, left_out),
+    }
+    claim_list = claims.all_claims(groups, curves, trajectories)
+    header = "\n".join(describe(runs))
+    (out / "claims.md").write_text(
+        "# Claims of Zheng et al. (2019), checked\n\n" + header + "\n\n" + "\n".join(c.markdown() for c in claim_list)
+    )
+    index = ["# llbbench report", "", header, ""]
+    for table in written_tables:
+        index += [table.markdown(), ""]
+    for figure, paths in drawn.items():
+        png = next((p for p in paths if p.suffix == ".png"), None)
+        index.append(f"![{figure}]({png.name})" if png else f"*{figure}: no runs to draw it from.*")
+        index.append("")
+    index.append("Claims and verdicts: [claims.md](claims.md)")
+    index += [f"- {c.title}: **{c.verdict}**" for c in claim_list]
+    (out / "report.md").write_text("\n".join(index) + "\n")
+    return out

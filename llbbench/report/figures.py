@@ -1,0 +1,175 @@
+"""The paper's Figures 5–8 (PNG and PDF) from run directories, and Fig. 8's saddle problems from the optimizers.
+
+Fig. 8 runs every registered optimizer that needs no network on two stand-in saddle problems (SPEC section 5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure  # figures without pyplot: no global state, no display backend
+
+from .. import optim  # the optimizers only: the report never imports the training code
+from .runs import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, epoch_curves, layer_rates, ordered
+
+DECAY_K = 0.9  # Fig. 6: the paper's k of α0/(1+kt) and α0·e^(−kt), t in epochs
+SADDLE_START = (1.0, 0.01)
+SADDLE_STEPS = 200
+SADDLE_RATE = 0.05  # one step size for every optimizer on the toy problems (Adadelta: its usual 1.0)
+ESCAPE = 1.0  # a trajectory has passed the saddle once |y| reaches this
+
+
+def _save(figure: Figure, out: Path, name: str) -> list[Path]:
+    paths = []
+    for suffix, metadata in ((".png", {"Software": None}), (".pdf", {"CreationDate": None, "Producer": None})):
+        path = out / f"{name}{suffix}"
+        figure.savefig(path, dpi=120, bbox_inches="tight", metadata=metadata)
+        paths.append(path)
+    return paths
+
+
+def _panels(count: int) -> tuple[Figure, list[Axes]]:
+    columns = min(count, 3)
+    rows = math.ceil(count / columns)
+    figure = Figure(figsize=(4.2 * columns, 3.3 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for extra in axes.flat[count:]:
+        extra.set_visible(False)
+    return figure, list(axes.flat[:count])
+
+
+def fig5_training_curves(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Path]:
+    """Training loss per epoch of every optimizer, one panel per network: mean over folds, ± std band."""
+    curves = epoch_curves(runs[runs["status"] != "failed"])
+    if curves.empty:
+        return []
+    networks = ordered(curves["model"], NETWORKS)
+    figure, axes = _panels(len(networks))
+    for ax, network in zip(axes, networks, strict=True):
+        of_network = curves[curves["model"] == network]
+        for optimizer in ordered(of_network["optimizer"], OPTIMIZERS):
+            stats = of_network[of_network["optimizer"] == optimizer].groupby("epoch")["train_loss"].agg(["mean", "std"])
+            line = ax.plot(stats.index, stats["mean"], label=OPTIMIZER_NAMES.get(optimizer, optimizer), lw=1.4)[0]
+            ax.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0),
+                            color=line.get_color(), alpha=0.15, lw=0)  # fmt: skip
+        ax.set(title=network, xlabel="epoch", ylabel="training loss")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(f"Fig. 5: training loss, mean over folds ± std ({scale_note})", fontsize=10)
+    return _save(figure, out, "fig5_training_loss")
+
+
+def fig6_layer_rates(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Path]:
+    """LLb-SGD's mean layer rate against α0/(1+kt) and α0·e^(−kt) (t in epochs), with one line per layer."""
+    llb = runs[(runs["optimizer"] == "llb") & (runs["status"] != "failed")]
+    per_network = {}
+    for network in ordered(llb["model"], NETWORKS):
+        frames = []
+        for run in llb[llb["model"] == network].itertuples():
+            rates, epochs = layer_rates(run.path), pd.read_csv(Path(run.path) / "epochs.csv")
+            if rates is None or epochs.empty:
+                continue
+            steps_per_epoch = epochs["step"].iloc[0] / epochs["epoch"].iloc[0]
+            frames.append((rates.set_index("step") / run.lr, steps_per_epoch, run.lr))
+        if frames:
+            per_network[network] = frames
+    if not per_network:
+        return []
+    figure, axes = _panels(len(per_network))
+    for ax, (network, frames) in zip(axes, per_network.items(), strict=True):
+        first, steps_per_epoch, lr = frames[0]
+        t = first.index / steps_per_epoch
+        for layer in first.columns:
+            ax.plot(t, first[layer] * lr, color="0.6", lw=0.5, alpha=0.5)
+        mean = pd.concat([f.mean(axis=1) for f, _, _ in frames], axis=1).mean(axis=1) * lr
+        ax.plot(mean.index / steps_per_epoch, mean, color="C0", lw=2, label="LLb-SGD, mean over layers")
+        t_ref = np.linspace(0, t.max(), 200)
+        ax.plot(t_ref, lr / (1 + DECAY_K * t_ref), "--", color="C1", label=f"α0/(1+{DECAY_K}t)")
+        ax.plot(t_ref, lr * np.exp(-DECAY_K * t_ref), ":", color="C2", label=f"α0·e^(−{DECAY_K}t)")
+        ax.set(title=network, xlabel="epoch t", ylabel="learning rate", yscale="log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(f"Fig. 6: LLb-SGD's layer rates (grey: each layer, first fold) ({scale_note})", fontsize=10)
+    return _save(figure, out, "fig6_layer_rates")
+
+
+def fig7_initial_rate(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Path]:
+    """Iterations to stop and final losses against the initial rate, one line per network."""
+    done = runs[runs["status"].isin(("completed", "stopped"))]
+    if done.empty:
+        return []
+    figure = Figure(figsize=(9, 3.4))
+    left, right = figure.subplots(1, 2)
+    for network in ordered(done["model"], NETWORKS):
+        stats = done[done["model"] == network].groupby("lr")[["steps", "train_loss", "test_loss"]].mean()
+        left.plot(stats.index, stats["steps"], "o-", label=network)
+        line = right.plot(stats.index, stats["train_loss"], "o-", label=f"{network} train")[0]
+        right.plot(stats.index, stats["test_loss"], "s--", color=line.get_color(), label=f"{network} test")
+    left.set(xscale="log", xlabel="initial rate α0", ylabel="iterations to stop")
+    right.set(xscale="log", xlabel="initial rate α0", ylabel="final loss")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    figure.suptitle(f"Fig. 7: LLb-SGD against the initial rate ({scale_note})", fontsize=10)
+    return _save(figure, out, "fig7_initial_rate")
+
+
+SADDLES: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
+    "plain": ("f = x² − y²", lambda p: p[0] ** 2 - p[1] ** 2),
+    "badly_scaled": ("f = 0.05x² − y² + 0.25y⁴", lambda p: 0.05 * p[0] ** 2 - p[1] ** 2 + 0.25 * p[1] ** 4),
+}
+
+
+def saddle_trajectories() -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    """Each problem's trajectory of every optimizer that needs no network; and the names left out."""
+    left_out = [name for name in optim.names() if optim.get(name).needs_model]
+    paths: dict[str, dict[str, np.ndarray]] = {}
+    for problem, (_, f) in SADDLES.items():
+        paths[problem] = {}
+        for name in ordered([n for n in optim.names() if n not in left_out], OPTIMIZERS):
+            spec = optim.get(name)
+            point = torch.nn.Parameter(torch.tensor(SADDLE_START, dtype=torch.float64))
+            holder = torch.nn.Module()
+            holder.point = point
+            rate = 1.0 if name == "adadelta" else SADDLE_RATE
+            opt = optim.build(name, holder, lr=rate)
+            trace = [point.detach().numpy().copy()]
+            for _ in range(SADDLE_STEPS):
+                loss = f(point)
+                opt.zero_grad()
+                optim.backward_and_step(spec, opt, loss)
+                trace.append(point.detach().numpy().copy())
+                if abs(trace[-1][1]) > 3:  # left the drawn region (f1 is unbounded below)
+                    break
+            paths[problem][name] = np.array(trace)
+    return paths, left_out
+
+
+def escape_steps(trace: np.ndarray) -> int | None:
+    """The first step at which |y| reaches `ESCAPE` (the saddle is passed), or None."""
+    hits = np.nonzero(np.abs(trace[:, 1]) >= ESCAPE)[0]
+    return int(hits[0]) if len(hits) else None
+
+
+def fig8_saddles(out: Path, trajectories: dict[str, dict[str, np.ndarray]], left_out: list[str]) -> list[Path]:
+    figure = Figure(figsize=(10, 4.2))
+    axes = figure.subplots(1, 2)
+    x, y = np.meshgrid(np.linspace(-1.2, 1.2, 200), np.linspace(-2.2, 2.2, 200))
+    for ax, (problem, (title, f)) in zip(axes, SADDLES.items(), strict=True):
+        grid = f(torch.tensor(np.stack([x, y]))).numpy()
+        ax.contour(x, y, grid, levels=25, cmap="Greys", linewidths=0.6)
+        for name, trace in trajectories[problem].items():
+            style = {"ls": "--", "lw": 2.2, "zorder": 5} if name == "llb" else {"lw": 1.3}  # visible over SGD's
+            ax.plot(trace[:, 0], trace[:, 1], label=OPTIMIZER_NAMES.get(name, name), **style)
+        ax.plot(*SADDLE_START, "k*", ms=8)
+        ax.set(title=title, xlabel="x", ylabel="y", xlim=(-1.2, 1.2), ylim=(-2.2, 2.2))
+    axes[0].legend(fontsize=7, loc="lower left")
+    note = f"; left out (need a network): {', '.join(left_out)}" if left_out else ""
+    figure.suptitle(f"Fig. 8: {SADDLE_STEPS} steps from {SADDLE_START} near the saddle (0, 0){note}", fontsize=10)
+    return _save(figure, out, "fig8_saddles")

@@ -1,0 +1,118 @@
+"""Run directories read back into pandas: one row per run, and each run's curves.
+
+Only the files a run writes are read (config.yaml, summary.json, epochs.csv, layer_lrs.csv); nothing of the
+training code is imported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+# the paper's order, for rows and columns
+NETWORKS = ("resnet34", "resnet50", "alexnet", "vgg16", "googlenet", "resnet152", "smallcnn")
+OPTIMIZERS = ("llb", "sgd", "pathsgd", "nag", "adagrad", "adam", "adadelta", "rmsprop", "esgd")
+OPTIMIZER_NAMES = {
+    "llb": "LLb-SGD",
+    "sgd": "SGD",
+    "pathsgd": "Path-SGD",
+    "nag": "NAG",
+    "adagrad": "Adagrad",
+    "adam": "Adam",
+    "adadelta": "Adadelta",
+    "rmsprop": "RMSProp",
+    "esgd": "ESGD",
+}
+INITS = ("uniform", "normal", "xavier", "msra", "default")
+SKIP_FOLDERS = {".submitit", ".sweeps", ".hydra", "report"}
+
+
+def find_runs(roots: Iterable[str | Path]) -> list[Path]:
+    """Every run directory (one holding summary.json) below `roots`, sorted."""
+    found = set()
+    for root in map(Path, roots):
+        if not root.exists():
+            raise FileNotFoundError(f"no such results folder: {root}")
+        for summary in root.rglob("summary.json"):
+            if not SKIP_FOLDERS.intersection(summary.relative_to(root).parts[:-1]):
+                found.add(summary.parent)
+    return sorted(found)
+
+
+def load_runs(roots: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run: what it was (experiment, dataset, network, optimizer, …) and how it ended."""
+    rows = [_row(path) for path in find_runs(roots)]
+    columns = ["path", "experiment", "scale", "dataset", "model", "optimizer", "fold", "status"]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+
+
+def _row(path: Path) -> dict[str, Any]:
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    summary = json.loads((path / "summary.json").read_text())
+    final = summary.get("final") or {}
+    optimizer, model, dataset, train = config["optimizer"], config["model"], config["dataset"], config["train"]
+    fold = config.get("fold")
+    return {
+        "path": str(path),
+        "experiment": config.get("experiment_name", "runs"),
+        "scale": config.get("scale", "full"),
+        "dataset": dataset["name"],
+        "subset": dataset.get("subset"),
+        "model": model["name"],
+        "width": model.get("width", 1.0),
+        "dropout": model.get("dropout"),
+        "optimizer": optimizer["name"],
+        "preset": optimizer.get("preset"),
+        "lr": optimizer.get("lr"),
+        "weight_decay": optimizer.get("weight_decay"),
+        "threshold": optimizer.get("threshold"),
+        "xi": optimizer.get("xi"),
+        "batch_size": train["batch_size"],
+        "epoch_budget": train["epochs"],
+        "init": config["init"]["name"],
+        "fold": None if fold is None or str(fold).lower() == "none" else int(fold),
+        "folds": config.get("cv", {}).get("folds"),
+        "seed": config.get("seed"),
+        "status": summary["status"],
+        "steps": summary.get("steps"),
+        "epochs": summary.get("epochs"),
+        "train_loss": final.get("train_loss"),
+        "test_loss": final.get("test_loss"),
+        "test_acc": final.get("test_acc"),
+        "val_loss": final.get("val_loss"),
+    }
+
+
+def epoch_curves(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch metrics of `runs` (their epochs.csv), with the run's model, optimizer and fold beside them."""
+    frames = []
+    for run in runs.itertuples():
+        path = Path(run.path) / "epochs.csv"
+        if path.exists():
+            frame = pd.read_csv(path)
+            frame["model"], frame["optimizer"], frame["fold"], frame["path"] = (
+                run.model,
+                run.optimizer,
+                run.fold,
+                run.path,
+            )
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def layer_rates(path: str | Path) -> pd.DataFrame | None:
+    """A run's layer_lrs.csv (step, one column per layer), or None."""
+    file = Path(path) / "layer_lrs.csv"
+    return pd.read_csv(file) if file.exists() else None
+
+
+def ordered(values: Iterable[Any], order: Iterable[Any]) -> list[Any]:
+    """`values` (distinct) in the paper's `order` first, then any others sorted."""
+    values = list(dict.fromkeys(values))
+    known = [v for v in order if v in values]
+    return known + sorted((v for v in values if v not in known), key=str)

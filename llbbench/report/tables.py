@@ -1,0 +1,170 @@
+"""The paper's Tables 1–4 from the runs table, written as Markdown, LaTeX (booktabs) and CSV."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .runs import INITS, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, ordered
+
+METRICS = {"train_loss": "train loss", "test_loss": "test loss", "test_acc": "test acc."}
+LOWER_IS_BETTER = {"train_loss": True, "test_loss": True, "test_acc": False}
+MISSING, DIVERGED = "—", "div."
+FINISHED = ("completed", "stopped")
+
+
+@dataclass
+class Table:
+    """A table ready to write: a caption, display cells (with markers), footnotes, and a long CSV form."""
+
+    name: str
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) of the best cells
+    notes: list[str] = field(default_factory=list)
+    data: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def markdown(self) -> str:
+        def cell(i: int, j: int, text: str) -> str:
+            return f"**{text}**" if (i, j) in self.bold else text
+
+        lines = [f"**{self.caption}**", "", "| " + " | ".join(self.header) + " |"]
+        lines.append("| " + " | ".join(["---"] * len(self.header)) + " |")
+        lines += ["| " + " | ".join(cell(i, j, t) for j, t in enumerate(row)) + " |" for i, row in enumerate(self.rows)]
+        if self.notes:
+            lines += [""] + [f"{note}  " for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def latex(self) -> str:
+        def cell(i: int, j: int, text: str) -> str:
+            text = text.replace("±", r"$\pm$").replace("—", "---").replace("_", r"\_")
+            return rf"\textbf{{{text}}}" if (i, j) in self.bold else text
+
+        spec = "l" * 2 + "r" * (len(self.header) - 2)
+        lines = [
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\caption{{{self.caption}}}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(cell(-1, j, h) for j, h in enumerate(self.header)) + r" \\",
+            r"\midrule",
+        ]
+        lines += [" & ".join(cell(i, j, t) for j, t in enumerate(row)) + r" \\" for i, row in enumerate(self.rows)]
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        if self.notes:
+            lines.append(r"\par\footnotesize " + r" \\ ".join(cell(-1, -1, n) for n in self.notes))
+        lines.append(r"\end{table}")
+        return "\n".join(lines) + "\n"
+
+    def write(self, out: Path, formats: list[str]) -> list[Path]:
+        written = []
+        for fmt in formats:
+            path = out / f"{self.name}.{fmt}"
+            if fmt == "md":
+                path.write_text(self.markdown())
+            elif fmt == "tex":
+                path.write_text(self.latex())
+            else:
+                self.data.to_csv(path, index=False, float_format="%.6g")
+            written.append(path)
+        return written
+
+
+def grid_table(name: str, caption: str, runs: pd.DataFrame, column: str, order: tuple) -> Table:
+    """Networks × `column` (optimizer, batch size or initialization): mean ± std over folds of the final
+    training loss, test loss and test accuracy; the best cell of each network and metric in bold."""
+    networks = ordered(runs["model"], NETWORKS)
+    values = ordered(runs[column], order)
+    label = (lambda v: OPTIMIZER_NAMES.get(v, v)) if column == "optimizer" else str
+    header = ["network", "metric", *[label(v) for v in values]]
+    rows, bold, records, missing, diverged = [], set(), [], [], []
+    for network in networks:
+        for metric, metric_label in METRICS.items():
+            row, cells = [network, metric_label], {}
+            for j, value in enumerate(values, start=2):
+                text, record = _cell(runs[(runs["model"] == network) & (runs[column] == value)], metric)
+                row.append(text)
+                cells[j] = {"network": network, column: value, "metric": metric, **record}
+                if metric == "train_loss" and text == MISSING:
+                    missing.append(f"{network} × {label(value)}")
+                if metric == "train_loss" and text == DIVERGED:
+                    diverged.append(f"{network} × {label(value)} ({record['diverged']} of {record['runs']} runs)")
+            scores = {j: c["mean"] for j, c in cells.items() if c["mean"] is not None and not c["diverged"]}
+            if scores:
+                best = (min if LOWER_IS_BETTER[metric] else max)(scores.values())
+                for j in (j for j, score in scores.items() if score == best):
+                    bold.add((len(rows), j))
+                    cells[j]["best"] = True
+            rows.append(row)
+            records += cells.values()
+    notes = ["Mean ± standard deviation over folds; the best of each network and metric in bold."]
+    if diverged:
+        notes.append(f"{DIVERGED} a run of this cell diverged (non-finite loss): " + "; ".join(diverged) + ".")
+    if missing:
+        notes.append(f"{MISSING} no finished run: " + "; ".join(missing) + ".")
+    return Table(name, caption, header, rows, bold, notes, pd.DataFrame(records))
+
+
+def _cell(runs: pd.DataFrame, metric: str) -> tuple[str, dict]:
+    """The display text and the numbers of one cell: "—" without runs, "div." when any run diverged."""
+    finished = runs[runs["status"].isin(FINISHED)][metric].dropna()
+    record = {
+        "runs": len(runs),
+        "finished": len(finished),
+        "diverged": int((runs["status"] == "diverged").sum()),
+        "mean": float(finished.mean()) if len(finished) else None,
+        "std": float(finished.std(ddof=1)) if len(finished) > 1 else None,
+        "best": False,
+    }
+    if record["diverged"]:
+        return DIVERGED, record
+    if not len(finished):
+        return MISSING, record
+    std = record["std"] if record["std"] is not None else 0.0
+    return f"{record['mean']:.3f} ± {std:.3f}", record
+
+
+def hyperparameter_table(runs: pd.DataFrame) -> Table:
+    """Table 1: the hyper-parameters the runs actually used, per dataset and optimizer."""
+    columns = {
+        "lr": "initial rate",
+        "batch_size": "batch size",
+        "weight_decay": "weight decay",
+        "dropout": "dropout",
+        "threshold": "threshold τ",
+        "epoch_budget": "epochs",
+    }
+    header = ["dataset", "optimizer", *columns.values()]
+    rows, records = [], []
+    for dataset in sorted(runs["dataset"].unique()):
+        of_dataset = runs[runs["dataset"] == dataset]
+        for optimizer in ordered(of_dataset["optimizer"], OPTIMIZERS):
+            subset = of_dataset[of_dataset["optimizer"] == optimizer]
+            values = {key: _distinct(subset[key]) for key in columns}
+            rows.append([dataset, OPTIMIZER_NAMES.get(optimizer, optimizer), *values.values()])
+            records.append({"dataset": dataset, "optimizer": optimizer, **values})
+    notes = ["Values as the runs found used them; several values are listed when runs differ."]
+    return Table("table1", "Table 1: hyper-parameters per dataset", header, rows, set(), notes, pd.DataFrame(records))
+
+
+def _distinct(values: pd.Series) -> str:
+    present = sorted({v for v in values if v is not None and not (isinstance(v, float) and pd.isna(v))}, key=float)
+    return ", ".join(f"{v:g}" for v in present) if present else MISSING
+
+
+def all_tables(runs: pd.DataFrame, groups: dict[str, pd.DataFrame]) -> list[Table]:
+    """Tables 1–4 from the runs of each experiment group (an empty group gives no table)."""
+    tables = [hyperparameter_table(runs)] if len(runs) else []
+    specs = [
+        ("table2", "Table 2: final training loss, test loss and test accuracy per optimizer", "optimizer", OPTIMIZERS),
+        ("table3", "Table 3: LLb-SGD under batch sizes", "batch_size", (16, 32, 64, 128, 256)),
+        ("table4", "Table 4: LLb-SGD under initializations", "init", INITS),
+    ]
+    for name, caption, column, order in specs:
+        if len(groups.get(name, ())):
+            tables.append(grid_table(name, caption, groups[name], column, order))
+    return tables

@@ -1,0 +1,195 @@
+"""The report from a results tree with known numbers: exact cells, markers, "—"/"div." entries and verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from llbbench.report import build_report
+from tests.conftest import llbbench
+
+
+def write_run(
+    root: Path,
+    experiment: str,
+    model: str,
+    optimizer: str,
+    fold: int,
+    curve: list[float],
+    test_loss: float,
+    *,
+    status: str = "completed",
+    batch_size: int = 128,
+    init: str = "default",
+    lr: float = 0.1,
+    steps_per_epoch: int = 10,
+) -> Path:
+    """A run directory as `llbbench run` writes it, with the training-loss curve `curve` (one value per epoch)."""
+    path = root / experiment / f"{model}-{optimizer}-f{fold}-{batch_size}-{init}-{lr}"
+    path.mkdir(parents=True)
+    config = {
+        "experiment_name": experiment,
+        "scale": "small",
+        "seed": 0,
+        "fold": fold,
+        "cv": {"folds": 2},
+        "dataset": {"name": "cifar10", "subset": 2000},
+        "model": {"name": model, "width": 0.125},
+        "optimizer": {
+            "name": optimizer,
+            "lr": lr,
+            "weight_decay": 5e-4,
+            **({"threshold": 0.0} if optimizer == "llb" else {}),
+        },
+        "init": {"name": init},
+        "train": {"epochs": len(curve), "batch_size": batch_size},
+    }
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    epochs = pd.DataFrame(
+        {
+            "epoch": range(1, len(curve) + 1),
+            "step": [steps_per_epoch * (e + 1) for e in range(len(curve))],
+            "train_loss": curve,
+            "test_loss": [test_loss] * len(curve),
+            "test_acc": [0.5] * len(curve),
+        }
+    )
+    epochs.to_csv(path / "epochs.csv", index=False)
+    final = epochs.iloc[-1].to_dict() if status != "diverged" else None
+    summary = {"status": status, "steps": steps_per_epoch * len(curve), "epochs": len(curve), "final": final}
+    (path / "summary.json").write_text(json.dumps(summary))
+    if optimizer == "llb":
+        steps = [steps_per_epoch * (e + 1) for e in range(len(curve))]
+        pd.DataFrame(
+            {"step": steps, "conv1": [lr * 0.9**e for e in range(len(curve))], "fc": [lr] * len(curve)}
+        ).to_csv(path / "layer_lrs.csv", index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("results")
+    t2 = "table2_cifar10"
+    # resnet34: LLb-SGD reaches SGD's final loss 1.0 after one of four epochs: 4x faster; it beats NAG
+    for fold, shift in ((0, 0.0), (1, 0.2)):
+        write_run(root, t2, "resnet34", "llb", fold, [0.9 + shift, 0.7 + shift, 0.6 + shift, 0.5 + shift], 1.0 + shift)
+        write_run(root, t2, "resnet34", "sgd", fold, [2.0, 1.5, 1.2, 1.0], 1.5)
+        write_run(root, t2, "resnet34", "nag", fold, [2.0, 1.5, 1.0, 0.8], 1.3)
+    write_run(root, t2, "resnet34", "adam", 0, [1.0, 0.9, 0.8, 0.7], 1.2)
+    write_run(root, t2, "resnet34", "adam", 1, [1.0, 0.9, 0.8, 0.7], 1.2, status="diverged")
+    write_run(root, t2, "resnet50", "llb", 0, [1.0, 0.8, 0.6, 0.4], 0.9)
+    write_run(root, t2, "resnet50", "sgd", 0, [1.0, 0.9, 0.8, 0.3], 0.8)
+    # batch sizes: training loss 0.50 / 0.52 (spread 4%), test loss falls with the batch size
+    for batch, train_loss, test_loss in ((16, 0.50, 1.2), (64, 0.51, 1.1), (256, 0.52, 1.0)):
+        write_run(root, "table3_batch", "resnet34", "llb", 0, [train_loss], test_loss, batch_size=batch)
+    # initializations: training loss 0.5 / 1.0: results depend on it
+    write_run(root, "table4_init", "resnet34", "llb", 0, [0.5], 1.0, init="xavier")
+    write_run(root, "table4_init", "resnet34", "llb", 0, [1.0], 1.5, init="msra")
+    # initial rates: the same final loss after 10 or 40 iterations
+    write_run(root, "fig7_lr", "resnet34", "llb", 0, [0.50], 1.0, lr=0.1)
+    write_run(root, "fig7_lr", "resnet34", "llb", 0, [0.51] * 4, 1.0, lr=0.001)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(results) -> Path:
+    return build_report([results])
+
+
+def read(report: Path, name: str) -> str:
+    return (report / name).read_text()
+
+
+def test_table2_cells_markers_missing_and_diverged(report):
+    rows = {tuple(line.split(" | ")[:2]): line for line in read(report, "table2.md").splitlines()}
+    assert read(report, "table2.md").splitlines()[2] == "| network | metric | LLb-SGD | SGD | NAG | Adam |"
+    assert (
+        rows[("| resnet34", "train loss")]
+        == "| resnet34 | train loss | **0.600 ± 0.141** | 1.000 ± 0.000 | 0.800 ± 0.000 | div. |"
+    )
+    assert (
+        rows[("| resnet34", "test loss")]
+        == "| resnet34 | test loss | **1.100 ± 0.141** | 1.500 ± 0.000 | 1.300 ± 0.000 | div. |"
+    )
+    assert rows[("| resnet50", "train loss")] == "| resnet50 | train loss | 0.400 ± 0.000 | **0.300 ± 0.000** | — | — |"
+    assert (
+        rows[("| resnet50", "test acc.")] == "| resnet50 | test acc. | **0.500 ± 0.000** | **0.500 ± 0.000** | — | — |"
+    )
+    text = read(report, "table2.md")
+    assert "div. a run of this cell diverged (non-finite loss): resnet34 × Adam (1 of 2 runs)." in text
+    assert "— no finished run: resnet50 × NAG; resnet50 × Adam." in text
+
+
+def test_table2_in_latex_and_csv(report):
+    tex = read(report, "table2.tex")
+    assert r"\toprule" in tex and r"\bottomrule" in tex
+    assert (
+        r"resnet34 & train loss & \textbf{0.600 $\pm$ 0.141} & 1.000 $\pm$ 0.000 & 0.800 $\pm$ 0.000 & div. \\" in tex
+    )
+    data = pd.read_csv(report / "table2.csv")
+    row = data[(data["network"] == "resnet34") & (data["optimizer"] == "llb") & (data["metric"] == "train_loss")]
+    assert row["mean"].item() == pytest.approx(0.6) and bool(row["best"].item())
+    assert data[(data["optimizer"] == "adam") & (data["metric"] == "train_loss")]["diverged"].tolist() == [1, 0]
+
+
+def test_tables_1_3_and_4(report):
+    table1 = read(report, "table1.md")
+    assert "| cifar10 | LLb-SGD | 0.001, 0.1 | 16, 64, 128, 256 | 0.0005 | — | 0 | 1, 4 |" in table1
+    table3 = read(report, "table3.md")
+    assert "| network | metric | 16 | 64 | 256 |" in table3
+    assert "| resnet34 | test loss | 1.200 ± 0.000 | 1.100 ± 0.000 | **1.000 ± 0.000** |" in table3
+    assert "| resnet34 | train loss | **0.500 ± 0.000** | 1.000 ± 0.000 |" in read(report, "table4.md")
+
+
+def test_every_claim_gets_its_verdict(report):
+    claims = read(report, "claims.md")
+    verdicts = [line for line in claims.splitlines() if line.startswith("**Verdict")]
+    assert verdicts == [
+        "**Verdict: does not hold**",  # 1: 4x faster on resnet34, but on resnet50 never below SGD's final loss
+        "**Verdict: holds**",  # 2: beats NAG on resnet34 (the only rival present)
+        "**Verdict: not measured**",  # 3: no ImageNet network
+        "**Verdict: holds**",  # 4: training loss flat, test loss falls with the batch size
+        "**Verdict: does not hold**",  # 5: the initialization matters here
+        "**Verdict: holds**",  # 6: same loss, 10 vs 40 iterations
+        "**Verdict: does not hold**",  # 7: on a pure descent LLb-SGD's gate keeps its rate: it moves as SGD does
+    ]
+    assert (
+        "resnet34: SGD's final training loss 1.0000 after 40 steps; LLb-SGD reached it after 10 steps: 4.00× faster"
+        in claims
+    )
+    assert "- scale: **small**" in claims
+
+
+def test_every_figure_is_written_and_not_empty(report):
+    for name in ("fig5_training_loss", "fig6_layer_rates", "fig7_initial_rate", "fig8_saddles"):
+        for suffix in (".png", ".pdf"):
+            assert (report / f"{name}{suffix}").stat().st_size > 1000
+
+
+def test_the_report_is_reproducible_byte_for_byte(results, report, tmp_path):
+    again = build_report([results], tmp_path / "again")
+    for name in (
+        "table1.md",
+        "table2.md",
+        "table2.tex",
+        "table2.csv",
+        "table3.md",
+        "table4.md",
+        "claims.md",
+        "report.md",
+    ):
+        assert (again / name).read_bytes() == (report / name).read_bytes(), name
+
+
+def test_the_command_line_and_its_errors(results, tmp_path):
+    out = llbbench("report", str(results / "table2_cifar10"), "--out", str(tmp_path / "r"), "--formats", "md")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "r" / "table2.md").exists() and not (tmp_path / "r" / "table2.tex").exists()
+    bad = llbbench("report", str(results), "--formats", "md,html")
+    assert bad.returncode == 2 and "unknown format html; valid formats: md, tex, csv" in bad.stderr
+    empty = llbbench("report", str(tmp_path / "nothing"))
+    assert empty.returncode == 2 and "no such results folder" in empty.stderr
