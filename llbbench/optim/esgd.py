@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from ._checks import check_values
+
 __all__ = ["ESGD"]
 
 _GLOBAL = "esgd"  # key of the optimizer-wide state: step count, number of estimates, the random stream
@@ -44,14 +46,15 @@ class ESGD(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         seed: int = 0,
     ) -> None:
-        for label, value, ok, rule in (
-            ("lr", lr, lr > 0, "> 0"),
-            ("update_every", update_every, isinstance(update_every, int) and update_every >= 1, "an integer >= 1"),
-            ("damping", damping, damping > 0, "> 0"),
-            ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
-        ):
-            if not ok:
-                raise ValueError(f"ESGD: {label}={value!r} must be {rule}")
+        check_values(
+            "ESGD",
+            (
+                ("lr", lr, lr > 0, "> 0"),
+                ("update_every", update_every, isinstance(update_every, int) and update_every >= 1, "an integer >= 1"),
+                ("damping", damping, damping > 0, "> 0"),
+                ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+            ),
+        )
         super().__init__(params, {"lr": lr, "damping": damping, "weight_decay": weight_decay})
         self.update_every = update_every
         self.seed = seed
@@ -72,8 +75,8 @@ class ESGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        estimating = self.should_create_graph()
         shared = dict(self.state[_GLOBAL])
-        estimating = shared.get("step", 0) % self.update_every == 0
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if estimating and params:
             self._accumulate(params, shared)

@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ._checks import check_values
+
 __all__ = ["CONV_NORMS", "DIRECTIONS", "FC_NORMS", "KINDS", "LLbSGD", "layer_groups"]
 
 DIRECTIONS = ("gate", "signed", "loss", "extrapolate", "ratio")
@@ -117,16 +119,17 @@ class LLbSGD(torch.optim.Optimizer):
         _check_choice("direction", direction, DIRECTIONS)
         _check_choice("conv_norm", conv_norm, CONV_NORMS)
         _check_choice("fc_norm", fc_norm, FC_NORMS)
-        for label, value, ok, rule in (
-            ("lr", lr, lr > 0, "> 0"),
-            ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
-            ("xi", xi, xi >= 0, ">= 0"),
-            ("threshold", threshold, math.isfinite(threshold), "finite"),
-            ("loss_ema", loss_ema, 0 <= loss_ema < 1, "in [0, 1)"),
-            ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
-        ):
-            if not ok:
-                raise ValueError(f"LLbSGD: {label}={value!r} must be {rule}")
+        check_values(
+            "LLbSGD",
+            (
+                ("lr", lr, lr > 0, "> 0"),
+                ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+                ("xi", xi, xi >= 0, ">= 0"),
+                ("threshold", threshold, math.isfinite(threshold), "finite"),
+                ("loss_ema", loss_ema, 0 <= loss_ema < 1, "in [0, 1)"),
+                ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
+            ),
+        )
         defaults = {
             "lr": lr,
             "weight_decay": weight_decay,

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ._checks import check_values
+
 __all__ = ["PathSGD", "path_kappa"]
 
 _GLOBAL = "pathsgd"  # key of the optimizer-wide state: step count and κ (float64, kept out of dtype casting)
@@ -93,15 +95,16 @@ class PathSGD(torch.optim.Optimizer):
         update_every: int = 1,
         kappa_floor: float = 1e-12,
     ) -> None:
-        for label, value, ok, rule in (
-            ("lr", lr, lr > 0, "> 0"),
-            ("momentum", momentum, 0 <= momentum < 1, "in [0, 1)"),
-            ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
-            ("update_every", update_every, isinstance(update_every, int) and update_every >= 1, "an integer >= 1"),
-            ("kappa_floor", kappa_floor, kappa_floor > 0, "> 0"),
-        ):
-            if not ok:
-                raise ValueError(f"PathSGD: {label}={value!r} must be {rule}")
+        check_values(
+            "PathSGD",
+            (
+                ("lr", lr, lr > 0, "> 0"),
+                ("momentum", momentum, 0 <= momentum < 1, "in [0, 1)"),
+                ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+                ("update_every", update_every, isinstance(update_every, int) and update_every >= 1, "an integer >= 1"),
+                ("kappa_floor", kappa_floor, kappa_floor > 0, "> 0"),
+            ),
+        )
         if model is None or input_shape is None:
             raise ValueError("PathSGD needs the model and the input shape of one sample (model=..., input_shape=...)")
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})

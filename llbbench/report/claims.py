@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,16 @@ def _finished(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _means(runs: pd.DataFrame, by: list[str], metrics=("train_loss", "test_loss", "steps")) -> pd.DataFrame:
     return _finished(runs).groupby(by)[list(metrics)].mean()
+
+
+def _per_network(runs: pd.DataFrame, factor: str) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each network's mean final metrics per value of `factor`, for networks run with at least two values."""
+    if not len(runs):
+        return
+    means = _means(runs, ["model", factor])
+    for network in ordered(runs["model"], NETWORKS):
+        if network in means.index.get_level_values(0) and len(means.loc[network]) >= 2:
+            yield network, means.loc[network]
 
 
 def _verdict(checks: list[bool]) -> str:
@@ -122,13 +133,7 @@ def batch_size(runs: pd.DataFrame) -> Claim:
         "correlation ≤ −0.5); holds on every network.",
     )
     checks = []
-    means = _means(runs, ["model", "batch_size"]) if len(runs) else pd.DataFrame()
-    for network in ordered(runs["model"], NETWORKS) if len(runs) else []:
-        if network not in means.index.get_level_values(0):
-            continue
-        of = means.loc[network]
-        if len(of) < 2:
-            continue
+    for network, of in _per_network(runs, "batch_size"):
         rho = of["test_loss"].rank().corr(pd.Series(of.index, index=of.index).rank())
         train_spread = spread(of["train_loss"])
         claim.lines.append(
@@ -148,11 +153,7 @@ def initialization(runs: pd.DataFrame) -> Claim:
         f"are each at most {HARDLY:.0%} of their mean; holds on every network.",
     )
     checks = []
-    means = _means(runs, ["model", "init"]) if len(runs) else pd.DataFrame()
-    for network in ordered(runs["model"], NETWORKS) if len(runs) else []:
-        if network not in means.index.get_level_values(0) or len(means.loc[network]) < 2:
-            continue
-        of = means.loc[network]
+    for network, of in _per_network(runs, "init"):
         train_spread, test_spread = spread(of["train_loss"]), spread(of["test_loss"])
         claim.lines.append(f"{network}: spread of training loss {train_spread:.1%}, of test loss {test_spread:.1%}")
         checks.append(train_spread <= HARDLY and test_spread <= HARDLY)
@@ -169,11 +170,7 @@ def initial_rate(runs: pd.DataFrame) -> Claim:
         "holds on every network.",
     )
     checks = []
-    means = _means(runs, ["model", "lr"]) if len(runs) else pd.DataFrame()
-    for network in ordered(runs["model"], NETWORKS) if len(runs) else []:
-        if network not in means.index.get_level_values(0) or len(means.loc[network]) < 2:
-            continue
-        of = means.loc[network]
+    for network, of in _per_network(runs, "lr"):
         loss_spread, steps_spread = spread(of["train_loss"]), spread(of["steps"])
         claim.lines.append(
             f"{network}: spread of final training loss {loss_spread:.1%}, of iterations {steps_spread:.1%} "
