@@ -30,7 +30,6 @@ commands:
 """
 
 COMMANDS = ("run", "report")
-log = logging.getLogger("llbbench")
 
 
 def _run_id(*, _root_: DictConfig) -> str:
@@ -41,7 +40,17 @@ def _run_id(*, _root_: DictConfig) -> str:
     return run_id(OmegaConf.to_container(config, resolve=True))
 
 
+def _pick(key: str, table: DictConfig) -> object:
+    """The `${pick:KEY,{a: 1, b: 2, default: 3}}` resolver: the table's value for KEY, else its `default`."""
+    if key in table:
+        return table[key]
+    if "default" not in table:
+        raise ValueError(f"pick: no value for {key!r} and no default in {dict(table)}")
+    return table["default"]
+
+
 OmegaConf.register_new_resolver("run_id", _run_id, replace=True)
+OmegaConf.register_new_resolver("pick", _pick, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -55,8 +55,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = [one_run(args.overrides, Path(tmp)) for _ in range(args.repeats)]
+    runs = []
+    for _ in range(args.repeats):  # a fresh results folder each time: a finished run would be skipped
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append(one_run(args.overrides, Path(tmp)))
     env = runs[0].pop("env")
     for r in runs[1:]:
         r.pop("env")

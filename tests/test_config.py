@@ -38,3 +38,26 @@ def test_every_optimizer_yaml_names_a_registered_optimizer():
 def test_fold_none_trains_on_everything(make_config):
     setup = train.prepare(make_config("fold=none"))
     assert setup.data.val is None and len(setup.data.train) == 600
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model", "optimizer", "lr", "weight_decay"),
+    [
+        ("cifar10", "resnet34", "llb", 0.1, 5e-4),
+        ("cifar10", "alexnet", "sgd", 0.1, 5e-4),
+        ("imagenet", "alexnet", "nag", 0.01, 5e-4),
+        ("imagenet", "vgg16", "llb", 0.01, 5e-4),
+        ("imagenet", "googlenet", "sgd", 0.1, 2e-4),
+        ("imagenet", "resnet152", "llb", 0.1, 1e-4),
+        ("imagenet", "resnet152", "adam", 1e-3, 1e-4),
+        ("imagenet", "alexnet", "esgd", 0.1, 5e-4),
+    ],
+)
+def test_table1_values_follow_the_dataset_and_network(dataset, model, optimizer, lr, weight_decay):
+    """SPEC 4a: the SGD family's α0 and every optimizer's weight decay depend on the dataset (and network)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"dataset={dataset}", f"model={model}", f"optimizer={optimizer}"])
+    assert cfg.optimizer.lr == lr and cfg.optimizer.weight_decay == weight_decay
+    assert (cfg.train.epochs, cfg.train.batch_size) == ((90, 256) if dataset == "imagenet" else (100, 128))
