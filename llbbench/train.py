@@ -196,6 +196,7 @@ class Progress:
     correct: torch.Tensor | None = None
     last_epoch: dict[str, float] | None = None
     resumed_at: list[int] = field(default_factory=list)
+    plateau: dict[str, Any] | None = None  # the plateau rule's windows so far, when it is on
 
 
 def checkpoint_state(setup: Setup, config: dict[str, Any], progress: Progress, seconds: float) -> dict[str, Any]:
@@ -243,7 +244,7 @@ class Plateau:
     """The paper's stop rule: the loss fell by no more than `min_drop` over `window` iterations.
 
     Compares the mean mini-batch loss of each window of `window` steps with that of the window before (one host
-    sync per window). Not carried by checkpoints: a resumed run starts its windows afresh.
+    sync per window). Its state travels in checkpoints, so a resumed run stops where an uninterrupted one would.
     """
 
     def __init__(self, window: int, min_drop: float, device: torch.device) -> None:
@@ -254,7 +255,14 @@ class Plateau:
         self.count = 0
         self.previous: float | None = None
 
-    def reached(self, loss: torch.Tensor, step: int) -> bool:
+    def state(self) -> dict[str, Any]:
+        return {"total": self.total.clone(), "count": self.count, "previous": self.previous}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.total = state["total"].to(self.total.device)
+        self.count, self.previous = state["count"], state["previous"]
+
+    def reached(self, loss: torch.Tensor) -> bool:
         self.total += loss
         self.count += 1
         if self.count < self.window:
@@ -279,10 +287,13 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress) -> 
     every = 60.0 * cfg.get("checkpoint_minutes", 0) or math.inf
 
     def save() -> None:
+        progress.plateau = plateau.state() if plateau is not None else None
         elapsed = progress.seconds + time.perf_counter() - started
         record.write_checkpoint(checkpoint_state(setup, config, progress, elapsed))
 
     plateau = Plateau(**t.plateau, device=setup.device) if t.get("plateau") else None
+    if plateau is not None and progress.plateau is not None:
+        plateau.load(progress.plateau)
     bar = tqdm(total=t.epochs * per_epoch, initial=progress.steps, unit="step", disable=None, desc="train")
     try:
         for epoch in range(progress.epoch, t.epochs + 1):
@@ -311,7 +322,7 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress) -> 
                     bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
                     if not math.isfinite(progress.loss_sum.item()):
                         return _diverged(progress.steps)
-                if plateau is not None and plateau.reached(loss.detach(), progress.steps):
+                if plateau is not None and plateau.reached(loss.detach()):
                     log.info("plateau: the loss fell by at most %s over %d steps", plateau.min_drop, plateau.window)
                     return "stopped"
                 if time.perf_counter() - saved >= every and progress.batch < per_epoch:

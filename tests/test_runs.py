@@ -10,6 +10,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from llbbench import train
 from llbbench.runs import CHECKPOINT, RunLock, identity, run_id
 from tests.conftest import llbbench, llbbench_background
@@ -173,3 +175,21 @@ def test_the_plateau_rule_stops_a_run(make_config, tmp_path):
     # a rule that always holds never stops it
     summary = train.run(make_config("train.plateau={window:5,min_drop:-100.0}"), tmp_path / "other")
     assert summary["status"] == "completed" and summary["steps"] == 30
+
+
+def test_a_resumed_run_stops_by_the_plateau_rule_where_an_uninterrupted_one_does(make_config, tmp_path, monkeypatch):
+    # windows of 8 steps, 15 steps an epoch: the rule stops the run at step 16, in epoch 2
+    overrides = ("train.plateau={window:8,min_drop:10.0}", "checkpoint_minutes=0.000001")
+    straight = train.run(make_config(*overrides), tmp_path / "a")
+    assert straight["status"] == "stopped" and straight["steps"] == 16
+
+    def interrupted(*args, **kwargs):  # the process dies at the end of epoch 1, after a checkpoint at step 14
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(train, "evaluate", interrupted)
+        train.run(make_config(*overrides), tmp_path / "b")
+    resumed = train.run(make_config(*overrides), tmp_path / "b")
+    assert resumed["resumed_at_steps"] == [14]  # inside a window: 6 of its 8 losses came before the interruption
+    assert resumed["status"] == "stopped" and resumed["steps"] == 16
+    assert resumed["model_sha256"] == straight["model_sha256"]
