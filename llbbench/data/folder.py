@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from .tensors import normalize
+from .tensors import batch_count, normalize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -90,7 +90,7 @@ class FolderSplit:
         return replace(self, paths=tuple(self.paths[i] for i in index.tolist()), labels=self.labels[index])
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
+        return batch_count(len(self), batch_size, drop_last)
 
     def batches(
         self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False, skip: int = 0

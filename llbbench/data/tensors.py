@@ -8,6 +8,11 @@ from dataclasses import dataclass, replace
 import torch
 
 
+def batch_count(samples: int, batch_size: int, drop_last: bool = False) -> int:
+    """How many mini-batches `samples` make: a last, smaller one counts unless `drop_last`."""
+    return samples // batch_size if drop_last else -(-samples // batch_size)
+
+
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 images to float32, scaled to [0, 1] and standardized per channel."""
     return (images.float().div_(255.0) - mean) / std
@@ -35,7 +40,7 @@ class TensorSplit:
         return replace(self, images=self.images[index], labels=self.labels[index])
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
+        return batch_count(len(self), batch_size, drop_last)
 
     def batches(
         self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False, skip: int = 0
