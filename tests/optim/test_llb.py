@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
 import os
@@ -312,30 +311,11 @@ def train_steps(model, opt, steps, start=0):
         opt.step(loss=loss.detach())
 
 
-def test_resume_from_state_dict_equals_an_uninterrupted_run_bitwise():
+def test_resume_from_state_dict_equals_an_uninterrupted_run_bitwise(resume_check):
     options = {"lr": 0.3, "weight_decay": 1e-3, "xi": 2.0, "loss_ema": 0.3}
-    straight = small_cnn()
-    opt = LLbSGD(layer_groups(straight), **options)
-    train_steps(straight, opt, 20)
-
-    first = small_cnn()
-    opt_first = LLbSGD(layer_groups(first), **options)
-    train_steps(first, opt_first, 10)
-    buffer = io.BytesIO()
-    torch.save({"model": first.state_dict(), "optimizer": opt_first.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer)
-    resumed = small_cnn()
-    resumed[0].weight.data.normal_()  # make sure the loaded state, not the seed, gives the weights
-    resumed.load_state_dict(saved["model"])
-    opt_resumed = LLbSGD(layer_groups(resumed), **options)
-    opt_resumed.load_state_dict(saved["optimizer"])
-    train_steps(resumed, opt_resumed, 10, start=10)
-
+    opt, opt_resumed = resume_check(small_cnn, lambda m: LLbSGD(layer_groups(m), **options), train_steps, 20)
     assert opt_resumed.layer_lrs() == opt.layer_lrs()
     assert opt_resumed.layer_variations() == opt.layer_variations()
-    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
     assert min(opt.layer_lrs().values()) < 0.3  # the rates did move: the test compares something
 
 

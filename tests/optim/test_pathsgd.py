@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 
 import pytest
@@ -178,24 +177,9 @@ def bn_cnn() -> nn.Sequential:
     )
 
 
-def test_resume_from_state_dict_equals_an_uninterrupted_run_bitwise():
+def test_resume_from_state_dict_equals_an_uninterrupted_run_bitwise(resume_check):
     options = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "update_every": 3, "input_shape": (3, 6, 6)}
-    straight = bn_cnn()
-    train(straight, PathSGD(straight.parameters(), model=straight, **options), 10)
-    first = bn_cnn()
-    opt_first = PathSGD(first.parameters(), model=first, **options)
-    train(first, opt_first, 5)
-    buffer = io.BytesIO()
-    torch.save({"model": first.state_dict(), "optimizer": opt_first.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer)
-    resumed = bn_cnn()
-    resumed.load_state_dict(saved["model"])
-    opt_resumed = PathSGD(resumed.parameters(), model=resumed, **options)
-    opt_resumed.load_state_dict(saved["optimizer"])
-    train(resumed, opt_resumed, 5, start=5)
-    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+    resume_check(bn_cnn, lambda m: PathSGD(m.parameters(), model=m, **options), train, 10)
 
 
 def test_registry_gives_pathsgd_the_model_and_input_shape():

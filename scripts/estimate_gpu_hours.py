@@ -1,0 +1,125 @@
+"""Estimated GPU-hours of each experiment at scale=full, from counted FLOPs and an assumed sustained rate.
+
+No GPU was available to measure them, so this is an estimate, and it says how it is made. Every run of each
+experiment's sweep is composed from conf/ (network, dataset, epochs); a network's forward FLOPs per image are
+counted by torch's FlopCounterMode at full width in the form the run uses (CIFAR 32×32 or ImageNet 224×224). A
+run costs, per epoch, 3× forward FLOPs per training image (forward + backward) and 1× per validation and test
+image; ESGD adds one Hessian-vector product (≈ 2 more passes) every `update_every` steps. The epoch budget is
+taken in full (Fig. 7's plateau rule can only stop a run earlier, so its hours are an upper bound). GPU-hours
+= FLOPs / the sustained rate, `--tflops` (default 30 TFLOP/s: a cautious figure for float32/TF32 training of
+these networks on an A100/H100-class GPU; divide by your own GPU's measured rate instead). Data loading, which
+bounds ImageNet runs on many machines, is not counted. Writes results/bench/gpu_hours.json and a Markdown table.
+
+    python scripts/estimate_gpu_hours.py [--tflops 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from functools import cache
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
+
+from llbbench import models
+from llbbench.cli import CONF_DIR  # also registers the config's resolvers
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = ("table2_cifar10", "table2_imagenet", "table3_batch", "table4_init", "fig7_lr")
+# (training images, test images) of the full datasets; training images split into cv.folds folds
+SIZES = {"cifar10": (50_000, 10_000), "imagenet": (1_281_167, 50_000)}
+SHAPES = {"cifar10": (10, (3, 32, 32)), "imagenet": (1000, (3, 224, 224))}
+
+
+@cache
+def forward_flops(network: str, dataset: str) -> int:
+    """Forward FLOPs for one image of `dataset`'s form, at full width (counted on the meta device)."""
+    classes, shape = SHAPES[dataset]
+    with torch.device("meta"):
+        model = models.build(network, classes, shape)
+        x = torch.empty(1, *shape)
+    model.eval()  # dropout off; the same convolutions and products as in training
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+def sweep_points(experiment: str) -> list[list[str]]:
+    """The overrides of every run in the experiment's sweep at scale=full (as Hydra's basic sweeper makes them)."""
+    config = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    params = {key: str(value) for key, value in config.hydra.sweeper.params.items()}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return [point for batch in BasicSweeper.split_arguments(parsed, None) for point in batch]
+
+
+NO_COST = ("fold=", "init=", "optimizer.lr=")  # overrides that do not change a run's FLOPs
+
+
+def run_flops(overrides: list[str], experiment: str) -> tuple[str, str, float]:
+    """The network, dataset and FLOPs of one run of the experiment."""
+    return _run_flops(tuple(o for o in overrides if not o.startswith(NO_COST)), experiment)
+
+
+@cache
+def _run_flops(overrides: tuple[str, ...], experiment: str) -> tuple[str, str, float]:
+    config = compose("config", overrides=[f"experiment={experiment}", *overrides])
+    config = OmegaConf.to_container(config, resolve=True)
+    dataset, network = config["dataset"]["name"], config["model"]["name"]
+    train_images, test_images = SIZES[dataset]
+    folds = config["cv"]["folds"]
+    train, val = train_images * (folds - 1) / folds, train_images / folds
+    forward = forward_flops(network, dataset)
+    per_epoch = forward * (3 * train + val + test_images)
+    optimizer = config["optimizer"]
+    if optimizer["name"] == "esgd":
+        steps = train / config["train"]["batch_size"]
+        per_epoch += 2 * 3 * forward * config["train"]["batch_size"] * steps / optimizer["update_every"]
+    return network, dataset, per_epoch * config["train"]["epochs"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tflops", type=float, default=30.0, help="assumed sustained rate, TFLOP/s")
+    args = parser.parse_args()
+    rate = args.tflops * 1e12
+    rows, counted = [], set()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for experiment in EXPERIMENTS:
+            hours, runs = defaultdict(float), defaultdict(int)
+            for point in sweep_points(experiment):
+                network, dataset, flops = run_flops(point, experiment)
+                counted.add((network, dataset))
+                hours[network] += flops / rate / 3600
+                runs[network] += 1
+            for network in hours:
+                rows.append(
+                    {"experiment": experiment, "network": network, "runs": runs[network], "gpu_hours": hours[network]}
+                )
+    out = {
+        "estimate": "counted FLOPs / assumed sustained rate; not measured (no GPU was available)",
+        "assumed_tflops": args.tflops,
+        "forward_gflops_per_image": {f"{n}/{d}": forward_flops(n, d) / 1e9 for n, d in sorted(counted)},
+        "rows": rows,
+        "total_gpu_hours": {e: sum(r["gpu_hours"] for r in rows if r["experiment"] == e) for e in EXPERIMENTS},
+    }
+    path = ROOT / "results" / "bench" / "gpu_hours.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"| experiment | runs | GPU-hours at {args.tflops:g} TFLOP/s | by network |\n| --- | ---: | ---: | --- |")
+    for experiment in EXPERIMENTS:
+        mine = [r for r in rows if r["experiment"] == experiment]
+        detail = ", ".join(f"{r['network']} {r['gpu_hours']:,.0f}" for r in mine)
+        total = sum(r["gpu_hours"] for r in mine)
+        print(f"| `{experiment}` | {sum(r['runs'] for r in mine)} | {total:,.0f} | {detail} |")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
