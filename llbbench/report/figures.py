@@ -37,11 +37,27 @@ def _save(figure: Figure, out: Path, name: str) -> list[Path]:
 def _panels(count: int) -> tuple[Figure, list[Axes]]:
     columns = min(count, 3)
     rows = math.ceil(count / columns)
-    figure = Figure(figsize=(4.2 * columns, 3.3 * rows))
+    figure = Figure(figsize=(4.2 * columns, 3.3 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False)
     for extra in axes.flat[count:]:
         extra.set_visible(False)
     return figure, list(axes.flat[:count])
+
+
+def clip_blown_up(ax: Axes, means: dict[str, pd.Series], factor: float = 1.5) -> list[str]:
+    """Keep a panel readable when some optimizer's loss blows up: when a mean curve rises above `factor` times
+    the median first-epoch loss, the y axis stops there and the panel names the curves that leave it."""
+    starts = [float(m.iloc[0]) for m in means.values() if len(m) and np.isfinite(m.iloc[0])]
+    if not starts:
+        return []
+    top = factor * float(np.median(starts))
+    above = [name for name, m in means.items() if m.max() > top]
+    if above:
+        low = min(float(np.nanmin(m.to_numpy())) for m in means.values() if m.notna().any())
+        ax.set_ylim(low - 0.05 * (top - low), top)
+        ax.text(0.98, 0.98, "off the scale: " + ", ".join(above), transform=ax.transAxes, ha="right", va="top",
+                fontsize=7)  # fmt: skip
+    return above
 
 
 def fig5_training_curves(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Path]:
@@ -53,12 +69,16 @@ def fig5_training_curves(runs: pd.DataFrame, out: Path, scale_note: str) -> list
     figure, axes = _panels(len(networks))
     for ax, network in zip(axes, networks, strict=True):
         of_network = curves[curves["model"] == network]
+        means = {}
         for optimizer in ordered(of_network["optimizer"], OPTIMIZERS):
             stats = of_network[of_network["optimizer"] == optimizer].groupby("epoch")["train_loss"].agg(["mean", "std"])
-            line = ax.plot(stats.index, stats["mean"], label=OPTIMIZER_NAMES.get(optimizer, optimizer), lw=1.4)[0]
+            name = OPTIMIZER_NAMES.get(optimizer, optimizer)
+            line = ax.plot(stats.index, stats["mean"], label=name, lw=1.4)[0]
             ax.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0),
                             color=line.get_color(), alpha=0.15, lw=0)  # fmt: skip
+            means[name] = stats["mean"]
         ax.set(title=network, xlabel="epoch", ylabel="training loss")
+        clip_blown_up(ax, means)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     figure.suptitle(f"Fig. 5: training loss, mean over folds ± std ({scale_note})", fontsize=10)

@@ -170,6 +170,28 @@ def test_every_figure_is_written_and_not_empty(report):
             assert (report / f"{name}{suffix}").stat().st_size > 1000
 
 
+def test_a_blown_up_curve_leaves_the_panel_readable_and_is_named():
+    from matplotlib.figure import Figure
+
+    from llbbench.report.figures import clip_blown_up
+
+    ax = Figure().subplots()
+    epochs = [1, 2, 3]
+    means = {
+        "SGD": pd.Series([2.4, 2.0, 1.8], index=epochs),
+        "Adam": pd.Series([2.2, 1.7, 1.5], index=epochs),
+        "Path-SGD": pd.Series([2.6, 1e12, float("nan")], index=epochs),
+    }
+    assert clip_blown_up(ax, means) == ["Path-SGD"]
+    assert ax.get_ylim()[1] == pytest.approx(1.5 * 2.4)  # 1.5 x the median first-epoch loss
+    assert ax.get_ylim()[0] < 1.5
+    assert any("off the scale: Path-SGD" in text.get_text() for text in ax.texts)
+
+    calm = Figure().subplots()
+    assert clip_blown_up(calm, {k: v for k, v in means.items() if k != "Path-SGD"}) == []
+    assert not calm.texts
+
+
 def test_the_report_is_reproducible_byte_for_byte(results, report, tmp_path):
     again = build_report([results], tmp_path / "again")
     for name in (
