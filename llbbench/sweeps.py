@@ -24,9 +24,10 @@ ENV = "LLBBENCH_SWEEP"  # internal: where the running sweep's ledger is; set by 
 COUNTED = ("completed", "skipped", "diverged", "stopped", "failed")
 
 
-def sweep_size(config: DictConfig) -> int | None:
-    """How many runs the basic sweeper makes of the sweep's parameters and command-line overrides."""
-    try:  # Hydra's own expansion, so that the count is the sweeper's
+def sweep_points(config: DictConfig) -> list[list[str]] | None:
+    """The overrides of every run the basic sweeper makes of the sweep's parameters and command-line overrides
+    (None when Hydra's internals have moved)."""
+    try:  # Hydra's own expansion, so that the runs are the sweeper's
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
     except ImportError:
@@ -34,7 +35,13 @@ def sweep_size(config: DictConfig) -> int | None:
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     overrides = OverridesParser.create().parse_overrides(arguments)
-    return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
+    return [point for batch in BasicSweeper.split_arguments(overrides, None) for point in batch]
+
+
+def sweep_size(config: DictConfig) -> int | None:
+    """How many runs the basic sweeper makes of the sweep's parameters and command-line overrides."""
+    points = sweep_points(config)
+    return None if points is None else len(points)
 
 
 class SweepProgress(Callback):

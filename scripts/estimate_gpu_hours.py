@@ -23,13 +23,12 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from llbbench import models
 from llbbench.cli import CONF_DIR  # also registers the config's resolvers
+from llbbench.sweeps import sweep_points
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ("table2_cifar10", "table2_imagenet", "table3_batch", "table4_init", "fig7_lr")
@@ -51,25 +50,17 @@ def forward_flops(network: str, dataset: str) -> int:
     return counter.get_total_flops()
 
 
-def sweep_points(experiment: str) -> list[list[str]]:
-    """The overrides of every run in the experiment's sweep at scale=full (as Hydra's basic sweeper makes them)."""
-    config = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
-    params = {key: str(value) for key, value in config.hydra.sweeper.params.items()}
-    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-    return [point for batch in BasicSweeper.split_arguments(parsed, None) for point in batch]
-
-
 NO_COST = ("fold=", "init=", "optimizer.lr=")  # overrides that do not change a run's FLOPs
 
 
-def run_flops(overrides: list[str], experiment: str) -> tuple[str, str, float]:
-    """The network, dataset and FLOPs of one run of the experiment."""
-    return _run_flops(tuple(o for o in overrides if not o.startswith(NO_COST)), experiment)
+def run_flops(overrides: list[str]) -> tuple[str, str, float]:
+    """The network, dataset and FLOPs of one run (its overrides, `experiment=` among them)."""
+    return _run_flops(tuple(o for o in overrides if not o.startswith(NO_COST)))
 
 
 @cache
-def _run_flops(overrides: tuple[str, ...], experiment: str) -> tuple[str, str, float]:
-    config = compose("config", overrides=[f"experiment={experiment}", *overrides])
+def _run_flops(overrides: tuple[str, ...]) -> tuple[str, str, float]:
+    config = compose("config", overrides=list(overrides))
     config = OmegaConf.to_container(config, resolve=True)
     dataset, network = config["dataset"]["name"], config["model"]["name"]
     train_images, test_images = SIZES[dataset]
@@ -93,8 +84,9 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for experiment in EXPERIMENTS:
             hours, runs = defaultdict(float), defaultdict(int)
-            for point in sweep_points(experiment):
-                network, dataset, flops = run_flops(point, experiment)
+            sweep = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+            for point in sweep_points(sweep):  # the sweep at scale=full, as Hydra's basic sweeper makes it
+                network, dataset, flops = run_flops(point)
                 counted.add((network, dataset))
                 hours[network] += flops / rate / 3600
                 runs[network] += 1
