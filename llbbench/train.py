@@ -140,11 +140,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """
     setup = prepare(cfg)
     record = RunDir(run_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    run_identity = identity(OmegaConf.to_container(cfg, resolve=True))
     progress = Progress()
     checkpoint = record.read_checkpoint()
     if checkpoint is not None:
-        if checkpoint["identity"] != identity(config):
+        if checkpoint["identity"] != run_identity:
             raise ValueError(f"{record.path / CHECKPOINT} belongs to another config; move it away or set rerun=true")
         restore(setup, checkpoint, progress)
         record.truncate_rows("steps.csv", "step", progress.steps)
@@ -156,7 +156,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         record.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         record.write_json("env.json", environment(setup.device))
     try:
-        status = train(setup, cfg, record, progress)
+        status = train(setup, cfg, record, progress, run_identity)
         error = None
     except Exception as e:
         log.exception("run failed")
@@ -199,10 +199,10 @@ class Progress:
     plateau: dict[str, Any] | None = None  # the plateau rule's windows so far, when it is on
 
 
-def checkpoint_state(setup: Setup, config: dict[str, Any], progress: Progress, seconds: float) -> dict[str, Any]:
+def checkpoint_state(setup: Setup, run_identity: dict[str, Any], progress: Progress, seconds: float) -> dict[str, Any]:
     """What a resumed run needs to continue exactly: weights, optimizer, random states, position, metrics."""
     return {
-        "identity": identity(config),
+        "identity": run_identity,
         "model": setup.model.state_dict(),
         "optimizer": setup.optimizer.state_dict(),
         "rng": {
@@ -272,24 +272,26 @@ class Plateau:
         return previous is not None and previous - mean <= self.min_drop
 
 
-def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress) -> str:
+def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run_identity: dict[str, Any]) -> str:
     """The training loop, from wherever `progress` stands; returns the final status.
 
     `completed` when the epoch budget is spent, `diverged` when the loss is non-finite, `stopped` when the
     plateau rule (`train.plateau`) is met.
 
-    A checkpoint is written at the end of every epoch and, within an epoch, every `checkpoint_minutes`.
+    A checkpoint (tagged with `run_identity`) is written at the end of every epoch and, within an epoch, every
+    `checkpoint_minutes`.
     """
     model, optimizer, spec, data, t = setup.model, setup.optimizer, setup.spec, setup.data, cfg.train
-    config = OmegaConf.to_container(cfg, resolve=True)
     per_epoch = data.train.num_batches(t.batch_size, t.drop_last)
     started, saved = time.perf_counter(), time.perf_counter()
     every = 60.0 * cfg.get("checkpoint_minutes", 0) or math.inf
 
     def save() -> None:
+        nonlocal saved
         progress.plateau = plateau.state() if plateau is not None else None
         elapsed = progress.seconds + time.perf_counter() - started
-        record.write_checkpoint(checkpoint_state(setup, config, progress, elapsed))
+        record.write_checkpoint(checkpoint_state(setup, run_identity, progress, elapsed))
+        saved = time.perf_counter()
 
     plateau = Plateau(**t.plateau, device=setup.device) if t.get("plateau") else None
     if plateau is not None and progress.plateau is not None:
@@ -329,7 +331,6 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress) -> 
                     progress.epoch_seconds += time.perf_counter() - epoch_start
                     epoch_start = time.perf_counter()
                     save()
-                    saved = time.perf_counter()
             train_seconds = progress.epoch_seconds + time.perf_counter() - epoch_start
             seen = len(data.train) if not t.drop_last else per_epoch * t.batch_size
             train_loss = progress.loss_sum.item() / seen
@@ -354,7 +355,6 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress) -> 
             progress.epochs, progress.last_epoch = epoch, row
             progress.epoch, progress.batch = epoch + 1, 0
             save()
-            saved = time.perf_counter()
             bar.write(
                 f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}, "
                 f"val loss {val_loss:.4f}, test loss {test_loss:.4f} acc {test_acc:.3f}"
