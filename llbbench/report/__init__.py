@@ -76,7 +76,7 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     curves = epoch_curves(groups["table2"])
     trajectories, left_out = figures.saddle_trajectories()
     drawn = {
-        "Fig. 5": figures.fig5_training_curves(groups["table2"], out, scale_note),
+        "Fig. 5": figures.fig5_training_curves(curves, out, scale_note),
         "Fig. 6": figures.fig6_layer_rates(groups["table2"], out, scale_note),
         "Fig. 7": figures.fig7_initial_rate(groups["fig7"], out, scale_note),
         "Fig. 8": figures.fig8_saddles(out, trajectories, left_out),

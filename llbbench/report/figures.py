@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # figures without pyplot: no global state, no display backend
 
 from .. import optim  # the optimizers only: the report never imports the training code
-from .runs import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, epoch_curves, layer_rates, ordered
+from .runs import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, layer_rates, ordered
 
 DECAY_K = 0.9  # Fig. 6: the paper's k of α0/(1+kt) and α0·e^(−kt), t in epochs
 SADDLE_START = (1.0, 0.01)
@@ -60,9 +60,10 @@ def clip_blown_up(ax: Axes, means: dict[str, pd.Series], factor: float = 1.5) ->
     return above
 
 
-def fig5_training_curves(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Path]:
-    """Training loss per epoch of every optimizer, one panel per network: mean over folds, ± std band."""
-    curves = epoch_curves(runs[runs["status"] != "failed"])
+def fig5_training_curves(curves: pd.DataFrame, out: Path, scale_note: str) -> list[Path]:
+    """Training loss per epoch of every optimizer (`epoch_curves` of the runs), one panel per network: mean
+    over folds, ± std band; failed runs are left out."""
+    curves = curves[curves["status"] != "failed"] if len(curves) else curves
     if curves.empty:
         return []
     networks = ordered(curves["model"], NETWORKS)

@@ -89,17 +89,18 @@ def _row(path: Path) -> dict[str, Any]:
 
 
 def epoch_curves(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-epoch metrics of `runs` (their epochs.csv), with the run's model, optimizer and fold beside them."""
+    """Per-epoch metrics of `runs` (their epochs.csv), with the run's model, optimizer, fold and status beside them."""
     frames = []
     for run in runs.itertuples():
         path = Path(run.path) / "epochs.csv"
         if path.exists():
             frame = pd.read_csv(path)
-            frame["model"], frame["optimizer"], frame["fold"], frame["path"] = (
+            frame["model"], frame["optimizer"], frame["fold"], frame["path"], frame["status"] = (
                 run.model,
                 run.optimizer,
                 run.fold,
                 run.path,
+                run.status,
             )
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
