@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 
 from .figures import escape_steps
-from .runs import NETWORKS, OPTIMIZER_NAMES, ordered
+from .runs import FINISHED, NETWORKS, OPTIMIZER_NAMES, ordered
 
 HOLDS, FAILS, UNMEASURED = "holds", "does not hold", "not measured"
-FINISHED = ("completed", "stopped")
 CIFAR_NETWORKS = ("resnet34", "resnet50")
 HARDLY = 0.10  # "hardly depends": the spread (max − min) of the means is at most 10% of their mean
 SPEEDUP = 3.0  # "about 4x faster": at least 3x

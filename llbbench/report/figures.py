@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # figures without pyplot: no global state, no display backend
 
 from .. import optim  # the optimizers only: the report never imports the training code
-from .runs import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, layer_rates, ordered
+from .runs import FINISHED, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, layer_rates, ordered
 
 DECAY_K = 0.9  # Fig. 6: the paper's k of α0/(1+kt) and α0·e^(−kt), t in epochs
 SADDLE_START = (1.0, 0.01)
@@ -122,7 +122,7 @@ def fig6_layer_rates(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Pat
 
 def fig7_initial_rate(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Path]:
     """Iterations to stop and final losses against the initial rate, one line per network."""
-    done = runs[runs["status"].isin(("completed", "stopped"))]
+    done = runs[runs["status"].isin(FINISHED)]
     if done.empty:
         return []
     figure = Figure(figsize=(9, 3.4))

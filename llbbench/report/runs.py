@@ -30,6 +30,7 @@ OPTIMIZER_NAMES = {
 }
 INITS = ("uniform", "normal", "xavier", "msra", "default")
 SKIP_FOLDERS = {".submitit", ".sweeps", ".hydra", "report"}
+FINISHED = ("completed", "stopped")  # statuses whose final metrics count (a stopped run met its stop rule)
 
 
 def find_runs(roots: Iterable[str | Path]) -> list[Path]:

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import INITS, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, ordered
+from .runs import FINISHED, INITS, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, ordered
 
 METRICS = {"train_loss": "train loss", "test_loss": "test loss", "test_acc": "test acc."}
 LOWER_IS_BETTER = {"train_loss": True, "test_loss": True, "test_acc": False}
 MISSING, DIVERGED = "—", "div."
-FINISHED = ("completed", "stopped")
 
 
 @dataclass
