@@ -7,13 +7,10 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 USAGE = """\
 usage: llbbench COMMAND [ARGS]
@@ -32,29 +29,11 @@ commands:
 COMMANDS = ("run", "report")
 
 
-def _run_id(*, _root_: DictConfig) -> str:
-    """The `${run_id:}` resolver: the run's identity from the config it is part of (Hydra's own node aside)."""
-    from .runs import run_id
-
-    config = OmegaConf.masked_copy(_root_, [key for key in _root_ if key != "hydra"])
-    return run_id(OmegaConf.to_container(config, resolve=True))
-
-
-def _pick(key: str, table: DictConfig) -> object:
-    """The `${pick:KEY,{a: 1, b: 2, default: 3}}` resolver: the table's value for KEY, else its `default`."""
-    if key in table:
-        return table[key]
-    if "default" not in table:
-        raise ValueError(f"pick: no value for {key!r} and no default in {dict(table)}")
-    return table["default"]
-
-
-OmegaConf.register_new_resolver("run_id", _run_id, replace=True)
-OmegaConf.register_new_resolver("pick", _pick, replace=True)
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _run(cfg: DictConfig) -> str:
+    """Hydra's task function: one run, in whatever process a launcher puts it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from . import sweeps, train  # imported here so that `llbbench --help` stays fast
 
     # warnings (e.g. a dataset that is not the official release) become one log line of the run, in whatever
@@ -78,6 +57,17 @@ def _run(cfg: DictConfig) -> str:
     return status
 
 
+def run(argv: list[str]) -> int:
+    """`llbbench run`: Hydra parses the overrides, composes the config from the package's `conf/`, launches."""
+    import hydra
+
+    from . import config  # registers the config's resolvers
+
+    sys.argv = ["llbbench run", *argv]  # Hydra parses sys.argv
+    hydra.main(version_base="1.3", config_path=config.SEARCH_PATH, config_name=config.CONFIG_NAME)(_run)()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -85,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "run":
-        sys.argv = ["llbbench run", *rest]  # Hydra parses sys.argv
-        _run()
-        return 0
+        return run(rest)
     if command == "report":
         return report(rest)
     print(f"llbbench: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
@@ -96,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(argv: list[str]) -> int:
     """`llbbench report`: parse, build, and say where the report is."""
-    from .report import FORMATS, build_report
+    from .report import FORMATS
 
     parser = argparse.ArgumentParser(
         prog="llbbench report",
@@ -107,6 +95,8 @@ def report(argv: list[str]) -> int:
     parser.add_argument("--out", help="where to write the report (default: DIR/report of the first DIR)")
     parser.add_argument("--formats", default=",".join(FORMATS), help=f"table formats (default {','.join(FORMATS)})")
     args = parser.parse_args(argv)
+    from .report import build_report
+
     try:
         out = build_report(args.dirs, args.out, [f.strip() for f in args.formats.split(",") if f.strip()])
     except (ValueError, FileNotFoundError) as e:

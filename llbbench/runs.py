@@ -12,9 +12,11 @@ from __future__ import annotations
 import csv
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -192,10 +194,16 @@ def environment(device: torch.device) -> dict[str, Any]:
         device_name = torch.cuda.get_device_name(device)
     else:
         device_name = _cpu_model() or platform.processor() or platform.machine()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "gpu_count": gpus,
+        "gpu_names": [torch.cuda.get_device_name(i) for i in range(gpus)],
+        "packages": dependency_versions(),
         "device": str(device),
         "device_name": device_name,
         "cpu_count": os.cpu_count(),
@@ -205,6 +213,22 @@ def environment(device: torch.device) -> dict[str, Any]:
         "git_commit": _git_commit(),
         "start_time": _now(),
     }
+
+
+def dependency_versions() -> dict[str, str | None]:
+    """The installed version of each package llbbench depends on (None when one is missing)."""
+    try:
+        requirements = importlib.metadata.requires("llbbench") or []
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return {}
+    names = sorted({re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0] for r in requirements if "extra ==" not in r})
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _cpu_model() -> str | None:

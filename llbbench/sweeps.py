@@ -1,4 +1,5 @@
-"""Sweep bookkeeping across launchers: "run i of N" as each run starts, and the counts when the sweep ends.
+"""Sweep bookkeeping across launchers: "run i of N" as each run starts, and the counts when the sweep ends
+(the sweep exits non-zero when any run failed or did not report).
 
 The main process (a Hydra callback) counts the sweep's runs and writes `<sweep dir>/.sweeps/<token>.json`; each
 run, in whatever process or machine a launcher puts it, reads the total from there and appends its status to
@@ -70,6 +71,10 @@ class SweepProgress(Callback):
             parts.append(f"{missing} did not report (killed or lost)")
         message = f"sweep done: {len(lines)} of {total if total is not None else '?'} runs: " + ", ".join(parts)
         log.info(message)
+        unfinished = counts.get("failed", 0) + max(missing, 0)
+        if unfinished:  # the others have finished; the exit status says that not all did
+            print(f"llbbench run: {unfinished} run(s) of the sweep failed or did not report; see above", flush=True)
+            raise SystemExit(1)
 
 
 def announce(run_dir: Path) -> None:

@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import config, models, optim
 from . import data as datasets
-from . import models, optim
 from .runs import CHECKPOINT, RunDir, RunLock, environment, final_status, identity
 
 log = logging.getLogger(__name__)
@@ -50,15 +50,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def parse_fold(value: Any) -> int | None:
-    """`fold`: an integer, or none/null for training on the whole training set."""
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ValueError(f"fold={value!r} must be an integer fold index or none")
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -71,43 +62,32 @@ def _options(node: DictConfig) -> tuple[str, dict[str, Any]]:
     return values.pop("name"), values
 
 
-def check_names(cfg: DictConfig) -> None:
-    """Fail fast, before any data is loaded, on a name that nothing is registered under."""
-    optim.get(cfg.optimizer.name)
-    for kind, name, valid in (
-        ("dataset", cfg.dataset.name, datasets.names()),
-        ("model", cfg.model.name, models.names()),
-        ("init", cfg.init.name, models.init_names()),
-    ):
-        if name not in valid:
-            raise ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(valid)}")
-
-
 def prepare(cfg: DictConfig) -> Setup:
-    """Build data, network and optimizer; bad input raises `ValueError`/`FileNotFoundError` with its reason."""
-    check_names(cfg)
-    device = resolve_device(cfg.device)
-    if cfg.train.batch_size < 1:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} must be at least 1")
-    seed_everything(cfg.seed)
-    data = datasets.build(
-        OmegaConf.to_container(cfg.dataset, resolve=True),
-        device=device,
-        fold=parse_fold(cfg.fold),
-        folds=cfg.cv.folds,
-        cv_seed=cfg.cv.seed,
-    )
-    if data.train.num_batches(cfg.train.batch_size, cfg.train.drop_last) == 0:
+    """Build data, network and optimizer; bad input raises `ValueError`/`FileNotFoundError` with its reason.
+
+    The config is checked (`config.check`: keys, types, ranges, names) before any data is loaded."""
+    typed = config.check(cfg)
+    device = resolve_device(typed.device)
+    seed_everything(typed.seed)
+    options = OmegaConf.to_container(typed.dataset)
+    data = datasets.build(options, device=device, fold=typed.fold, folds=typed.cv.folds, cv_seed=typed.cv.seed)
+    if options["fingerprint"] != datasets.fingerprint(options):
         raise ValueError(
-            f"train.batch_size={cfg.train.batch_size} with train.drop_last=true leaves no mini-batch of the "
+            f"the data at dataset.root={options['root']} is not what this run's identity was computed from "
+            f"(dataset.fingerprint={options['fingerprint']!r}, found {datasets.fingerprint(options)!r}): it changed "
+            "while the run started, or dataset.fingerprint was set by hand (it is computed; leave it out)"
+        )
+    if data.train.num_batches(typed.train.batch_size, typed.train.drop_last) == 0:
+        raise ValueError(
+            f"train.batch_size={typed.train.batch_size} with train.drop_last=true leaves no mini-batch of the "
             f"{len(data.train)} training images; use a batch size of at most {len(data.train)}"
         )
-    model_name, model_opts = _options(cfg.model)
+    model_name, model_opts = _options(typed.model)
     model = models.build(model_name, data.num_classes, data.input_shape, **model_opts)
-    init_name, init_opts = _options(cfg.init)
+    init_name, init_opts = _options(typed.init)
     models.initialize(model, init_name, **init_opts)
     model.to(device)
-    opt_name, opt_opts = _options(cfg.optimizer)
+    opt_name, opt_opts = _options(typed.optimizer)
     optimizer = optim.build(opt_name, model, input_shape=data.input_shape, **opt_opts)
     return Setup(data, model, optimizer, optim.get(opt_name), device)
 
@@ -115,18 +95,20 @@ def prepare(cfg: DictConfig) -> Setup:
 def execute(cfg: DictConfig, run_dir: str | Path) -> str:
     """Run `cfg` in `run_dir` unless it has already ended there or another process is training it.
 
-    Returns the status: `completed`, `diverged` or `failed` for a run trained now, `skipped` for one that had
-    a final status already (`rerun=true` trains it again) or is locked by a live process.
+    Returns the status: `completed`, `diverged`, `stopped` or `failed` for a run trained now, `skipped` for one
+    that had ended already (`rerun=true` trains it again) or is locked by a live process. A run that `failed` has
+    not ended: it is trained again from the start.
     """
     with RunLock(run_dir) as lock:
         if not lock.acquire():
             log.info("being trained by another process (%s): %s", lock.holder(), run_dir)
             return "skipped"
         done = final_status(run_dir)  # read under the lock: a run that another process just ended is seen
-        if done is not None and not cfg.get("rerun", False):
+        if done is not None and done != "failed" and not cfg.get("rerun", False):
             log.info("already done (%s): %s; rerun=true trains it again", done, run_dir)
             return "skipped"
-        if done is not None:  # rerun=true: start over
+        if done is not None:  # a failed run (its cause may be fixed now), or rerun=true: start over
+            log.info("%s: %s", "training again after a failure" if done == "failed" else "rerun=true", run_dir)
             RunDir(run_dir).clear()
         return run(cfg, run_dir)["status"]
 
@@ -275,8 +257,8 @@ class Plateau:
 def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run_identity: dict[str, Any]) -> str:
     """The training loop, from wherever `progress` stands; returns the final status.
 
-    `completed` when the epoch budget is spent, `diverged` when the loss is non-finite, `stopped` when the
-    plateau rule (`train.plateau`) is met.
+    `completed` when the epoch budget is spent, `diverged` when the training loss, or the validation or test
+    loss after an epoch, is non-finite, `stopped` when the plateau rule (`train.plateau`) is met.
 
     A checkpoint (tagged with `run_identity`) is written at the end of every epoch and, within an epoch, every
     `checkpoint_minutes`.
@@ -354,6 +336,8 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run
             record.append_row("epochs.csv", row)
             progress.epochs, progress.last_epoch = epoch, row
             progress.epoch, progress.batch = epoch + 1, 0
+            if not math.isfinite(test_loss) or (data.val is not None and not math.isfinite(val_loss)):
+                return _diverged(progress.steps)  # the weights blew up in the epoch's last steps
             save()
             bar.write(
                 f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}, "

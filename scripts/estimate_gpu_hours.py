@@ -22,12 +22,12 @@ from functools import cache
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from llbbench import models
-from llbbench.cli import CONF_DIR  # also registers the config's resolvers
+from llbbench.config import CONFIG_PACKAGE  # importing it registers the config's resolvers
 from llbbench.sweeps import sweep_points
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     rate = args.tflops * 1e12
     rows, counted = [], set()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         for experiment in EXPERIMENTS:
             hours, runs = defaultdict(float), defaultdict(int)
             sweep = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)

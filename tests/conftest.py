@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 from PIL import Image
 
-from llbbench.cli import CONF_DIR
+from llbbench.config import CONFIG_PACKAGE
 
 FAKE_TRAIN_PER_BATCH = 120
 FAKE_TEST = 200
@@ -94,7 +94,7 @@ def make_config(cifar_root: Path, tmp_path: Path) -> Callable[..., DictConfig]:
             "train.log_every=2",
             f"results_dir={tmp_path / 'results'}",
         ]
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
             return compose("config", overrides=[*base, *overrides])
 
     return make

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from llbbench import train
-from llbbench.cli import CONF_DIR
+from llbbench.config import CONFIG_PACKAGE, config_dir
 
 GROUPS = ("dataset", "model", "optimizer", "init")
-ENTRIES = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
-EXPERIMENTS = [p.stem for p in sorted((CONF_DIR / "experiment").glob("*.yaml"))]
+ENTRIES = [(g, p.stem) for g in GROUPS for p in sorted((config_dir() / g).glob("*.yaml"))]
+EXPERIMENTS = [p.stem for p in sorted((config_dir() / "experiment").glob("*.yaml"))]
 
 
 @pytest.mark.parametrize(("group", "entry"), ENTRIES)
@@ -32,7 +32,7 @@ def test_every_experiment_composes(make_config, experiment):
 def test_every_optimizer_yaml_names_a_registered_optimizer():
     from llbbench import optim
 
-    assert sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml")) == optim.names()
+    assert sorted(p.stem for p in (config_dir() / "optimizer").glob("*.yaml")) == optim.names()
 
 
 def test_fold_none_trains_on_everything(make_config):
@@ -55,9 +55,9 @@ def test_fold_none_trains_on_everything(make_config):
 )
 def test_table1_values_follow_the_dataset_and_network(dataset, model, optimizer, lr, weight_decay):
     """SPEC 4a: the SGD family's α0 and every optimizer's weight decay depend on the dataset (and network)."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         cfg = compose("config", overrides=[f"dataset={dataset}", f"model={model}", f"optimizer={optimizer}"])
     assert cfg.optimizer.lr == lr and cfg.optimizer.weight_decay == weight_decay
     assert (cfg.train.epochs, cfg.train.batch_size) == ((90, 256) if dataset == "imagenet" else (100, 128))

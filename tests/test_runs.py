@@ -6,6 +6,7 @@ import csv
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -14,22 +15,41 @@ import pytest
 
 from llbbench import train
 from llbbench.runs import CHECKPOINT, RunLock, identity, run_id
-from tests.conftest import llbbench, llbbench_background
+from tests.conftest import llbbench, llbbench_background, write_cifar, write_image_folder
 
 
-def test_run_id_ignores_paths_devices_and_logging_but_not_hyperparameters(make_config):
+def test_run_id_ignores_paths_devices_and_logging_but_not_hyperparameters(make_config, cifar_root, tmp_path):
     from omegaconf import OmegaConf
 
     def rid(*overrides):
         return run_id(OmegaConf.to_container(make_config(*overrides), resolve=True))
 
+    copy = shutil.copytree(cifar_root, tmp_path / "copy")  # the same files at another path
     base = rid("fold=2")
     assert base.startswith("smallcnn-llb-f2-")
-    assert rid("fold=2", "results_dir=/elsewhere", "dataset.root=/other", "device=cuda") == base
+    assert rid("fold=2", "results_dir=/elsewhere", f"dataset.root={copy}", "device=cuda") == base
     assert rid("fold=2", "train.log_every=7", "train.eval_batch_size=3", "checkpoint_minutes=1") == base
     assert rid("fold=2", "optimizer.lr=0.05") != base
     assert rid("fold=2", "seed=1") != base
     assert rid("fold=none").startswith("smallcnn-llb-fall-")
+
+
+def test_two_different_datasets_at_one_config_get_two_run_ids(make_config, tmp_path):
+    from omegaconf import OmegaConf
+
+    other = write_cifar(tmp_path / "other", seed=1)  # other images and labels, the same layout and sizes
+    images = write_image_folder(tmp_path / "images")
+    more_images = write_image_folder(tmp_path / "more_images", train_per_class=7)
+
+    def rid(*overrides):
+        return run_id(OmegaConf.to_container(make_config(*overrides), resolve=True))
+
+    assert rid() != rid(f"dataset.root={other}")
+    folder = ("dataset=imagefolder", "dataset.num_workers=0")
+    assert rid(*folder, f"dataset.root={images}") != rid(*folder, f"dataset.root={more_images}")
+    assert make_config(f"dataset.root={other}").dataset.fingerprint.startswith("cifar10-")
+    missing = make_config(f"dataset.root={tmp_path / 'none'}", "dataset.download=false")
+    assert missing.dataset.fingerprint == "unavailable"
 
 
 def test_identity_keeps_the_result_defining_values(make_config):

@@ -46,14 +46,32 @@ def test_the_sweep_numbers_its_runs_and_failing_runs_do_not_stop_it(tmp_path):
         "dataset.crop=32", "dataset.subset=6,null", "model.width=0.25,-1", "cv.folds=2", "train.batch_size=4",
         "train.epochs=1", "device=cpu", f"results_dir={tmp_path / 'results'}",
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr  # the sweep finished the others, then said that not all runs did
     for i in range(1, 5):
         assert f"run {i} of 4: smallcnn-llb-f0-" in out.stdout
     assert "sweep done: 4 of 4 runs: 1 completed, 0 skipped, 0 diverged, 0 stopped, 3 failed" in out.stdout
-    assert "model.width=-1 must be positive" in out.stderr
+    assert "model.width=-1.0 must be positive" in out.stderr
     recorded = {json.loads(p.read_text())["status"]: p for p in (tmp_path / "results").glob("runs/*/summary.json")}
     assert sorted(recorded) == ["completed", "failed"]
-    assert "unreadable image" in json.loads(recorded["failed"].read_text())["error"]["message"]
+    message = json.loads(recorded["failed"].read_text())["error"]["message"]
+    assert f"unreadable image {root / 'train' / 'dog' / 'zz_broken.JPEG'}" in message and "\n" not in message
+
+
+def test_a_bad_input_every_run_shares_stops_the_sweep_once_before_any_run(tmp_path):
+    out = llbbench(
+        "run", "-m", "optimizer=sgd,adam,llb", "dataset.download=false", f"results_dir={tmp_path / 'results'}",
+        data=tmp_path / "nowhere",
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.count("CIFAR-10 not found") == 1 and "(in all 3 runs of the sweep)" in out.stderr
+    assert "run 1 of" not in out.stdout and not (tmp_path / "results").exists()
+
+
+def test_runs_with_their_own_bad_input_are_named_and_the_others_go_on(cifar_root, tmp_path):
+    out = llbbench("run", "-m", "fold=0,7", *SWEEP[3:], f"results_dir={tmp_path}", data=cifar_root)
+    assert out.returncode == 1
+    assert "1 of the sweep's 2 runs will fail: fold=7 is out of range: use 0..4" in out.stderr
+    assert "sweep done: 2 of 2 runs: 1 completed, 0 skipped, 0 diverged, 0 stopped, 1 failed" in out.stdout
 
 
 def test_an_experiment_holds_its_own_sweep(cifar_root, tmp_path):
@@ -69,12 +87,12 @@ def test_an_experiment_holds_its_own_sweep(cifar_root, tmp_path):
 def test_the_paper_grids_have_the_papers_sizes():
     from omegaconf import OmegaConf
 
-    from llbbench.cli import CONF_DIR
+    from llbbench.config import config_dir
     from llbbench.sweeps import sweep_size
 
     sizes = {}
     for name in ("table2_cifar10", "table2_imagenet", "table3_batch", "table4_init", "fig7_lr"):
-        experiment = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml")
+        experiment = OmegaConf.load(config_dir() / "experiment" / f"{name}.yaml")
         config = OmegaConf.create(
             {"cv": {"folds": 5}, "hydra": {"sweeper": experiment.hydra.sweeper, "overrides": {"task": []}}}
         )

@@ -7,6 +7,7 @@ split offer the same `num_batches` / `batches` / `take`, so the training loop do
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,8 @@ from typing import Any
 import torch
 
 from .cifar import NUM_CLASSES as CIFAR10_CLASSES
-from .cifar import load_cifar10
-from .folder import FolderSplit, scan_split
+from .cifar import cifar10_fingerprint, load_cifar10
+from .folder import FolderSplit, folder_fingerprint, scan_split
 from .tensors import TensorSplit, normalize
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "TensorSplit",
     "build",
     "epoch_order",
+    "fingerprint",
     "fold_indices",
     "names",
     "normalize",
@@ -33,11 +35,39 @@ __all__ = [
 
 Split = TensorSplit | FolderSplit
 _DATASETS = ("cifar10", "imagefolder", "imagenet")
+UNAVAILABLE = "unavailable"  # the fingerprint of data that could not be read (the run then says why)
 
 
 def names() -> list[str]:
     """The dataset names `build` knows."""
     return list(_DATASETS)
+
+
+def fingerprint(options: dict[str, Any]) -> str:
+    """What the data of dataset `options` is, cheaply: part of every run's identity, so that two different
+    datasets at one path-free config never share a run directory. CIFAR-10: the files' checksums (downloaded
+    first when missing and `download` is on); an image folder: its class list and every file's path and size.
+    Raises `FileNotFoundError`/`ValueError` as loading would."""
+    name = options["name"]
+    if name not in _DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(_DATASETS)}")
+    if name == "cifar10":
+        return cifar10_fingerprint(options["root"], download=options.get("download", False))
+    root = Path(options["root"])
+    splits = (options["train_split"], options["test_split"])
+    return _folder_fingerprint(root.resolve(), splits, _folder_state(root, splits))
+
+
+def _folder_state(root: Path, splits: tuple[str, ...]) -> tuple[int, ...]:
+    """Modification times of the split and class folders: they change when files are added, removed or renamed."""
+    folders = [root / split for split in splits if (root / split).is_dir()]
+    folders += [c for split in folders for c in split.iterdir() if c.is_dir()]
+    return tuple(folder.stat().st_mtime_ns for folder in sorted(folders))
+
+
+@functools.lru_cache(maxsize=16)
+def _folder_fingerprint(root: Path, splits: tuple[str, ...], state: tuple[int, ...]) -> str:
+    return folder_fingerprint(root, splits)
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,11 @@ def build(
     else:
         train, test, num_classes = _image_folder(options, device)
     if options.get("subset") is not None:
+        if fold is not None and options["subset"] < num_classes * folds:
+            raise ValueError(
+                f"dataset.subset={options['subset']} is too small for {num_classes} classes in {folds} folds: "
+                f"use at least {num_classes * folds} (classes × cv.folds) or null"
+            )
         train = train.take(stratified_subset(train.labels.cpu(), options["subset"]))
     if options.get("test_subset") is not None:
         test = test.take(stratified_subset(test.labels.cpu(), options["test_subset"], "dataset.test_subset"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import warnings
@@ -29,18 +30,35 @@ class NotOfficialWarning(UserWarning):
     """The files load, but are not the official release: results are not comparable to published ones."""
 
 
-def load_cifar10(root: str | Path, download: bool = False) -> tuple[torch.Tensor, ...]:
-    """(train images, train labels, test images, test labels): uint8 N×3×32×32 and int64 N.
-
-    Missing files are downloaded (md5-checked) when `download` is true; otherwise, or offline, the
-    `FileNotFoundError` names the expected folder and both ways to get the files.
+def ensure_cifar10(root: str | Path, download: bool = False) -> Path:
+    """The folder of the six CIFAR-10 files under `root`, downloaded first (md5-checked) when missing and
+    `download` is true; otherwise, or offline, the `FileNotFoundError` names the folder and both ways to get them.
     """
     folder = Path(root) / FOLDER
-    expected = {**TRAIN_FILES, **TEST_FILES}
-    if any(not (folder / name).is_file() for name in expected):
+    if any(not (folder / name).is_file() for name in {**TRAIN_FILES, **TEST_FILES}):
         if not download:
             raise FileNotFoundError(_missing_message(folder, "downloading is off (dataset.download=false)"))
         _download(Path(root), folder)
+    return folder
+
+
+def cifar10_fingerprint(root: str | Path, download: bool = False) -> str:
+    """What the CIFAR-10 files under `root` are: `cifar10-official-…` for the official release, else `cifar10-…`,
+    followed by a hash of the six files' md5 sums (computed once per process for unchanged files)."""
+    folder = ensure_cifar10(root, download)
+    sums = {name: _md5(folder / name) for name in {**TRAIN_FILES, **TEST_FILES}}
+    digest = hashlib.sha256(repr(sorted(sums.items())).encode()).hexdigest()[:16]
+    official = sums == {**TRAIN_FILES, **TEST_FILES}
+    return f"cifar10-{'official-' if official else ''}{digest}"
+
+
+def load_cifar10(root: str | Path, download: bool = False) -> tuple[torch.Tensor, ...]:
+    """(train images, train labels, test images, test labels): uint8 N×3×32×32 and int64 N.
+
+    Missing files are handled as `ensure_cifar10` says; a label outside 0..9 is refused with the file's name.
+    """
+    folder = ensure_cifar10(root, download)
+    expected = {**TRAIN_FILES, **TEST_FILES}
     differing = [name for name, md5 in expected.items() if _md5(folder / name) != md5]
     if differing:
         warnings.warn(
@@ -70,6 +88,12 @@ def _read_batches(folder: Path, files: dict[str, str]) -> tuple[torch.Tensor, to
             ) from e
         if len(data) != len(batch_labels):
             raise ValueError(f"CIFAR-10 batch file {path} holds {len(data)} images but {len(batch_labels)} labels")
+        bad = np.flatnonzero((batch_labels < 0) | (batch_labels >= NUM_CLASSES))
+        if len(bad):
+            raise ValueError(
+                f"CIFAR-10 batch file {path}: label {batch_labels[bad[0]]} of image {bad[0]} is outside the classes "
+                f"0..{NUM_CLASSES - 1} ({len(bad)} such labels in the file); fetch the files again"
+            )
         images.append(torch.from_numpy(data))
         labels.append(torch.from_numpy(batch_labels))
     return torch.cat(images), torch.cat(labels)
@@ -94,6 +118,13 @@ def _missing_message(folder: Path, why: str) -> str:
 
 
 def _md5(path: Path) -> str:
+    stat = path.stat()
+    return _md5_of(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _md5_of(path: Path, size: int, mtime_ns: int) -> str:
+    """md5 of the file at `path`, remembered while its size and modification time stay the same."""
     digest = hashlib.md5()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

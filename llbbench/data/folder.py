@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,7 +43,38 @@ def scan_split(root: Path, split: str, classes: Sequence[str] | None = None) -> 
             raise ValueError(f"class folder {folder / name}/ holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
         paths += images
         labels += [label] * len(images)
+    empty = [p for p in paths if p.stat().st_size == 0]
+    if empty:
+        more = f" and {len(empty) - 1} more of the split's {len(paths)} images are too" if len(empty) > 1 else ""
+        raise ValueError(f"image file {empty[0]} is empty (zero bytes){more}; remove or replace them")
     return found, paths, labels
+
+
+def folder_fingerprint(root: Path, splits: Sequence[str]) -> str:
+    """What the image folder at `root` holds in `splits`: its file count and a hash of the class list and every
+    file's relative path and size (a listing and a `stat` per file; no image is read)."""
+    digest = hashlib.sha256()
+    count = 0
+    classes = None
+    for split in splits:
+        classes, paths, _ = scan_split(root, split, classes)
+        digest.update(repr((split, classes)).encode())
+        for path in paths:
+            digest.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
+        count += len(paths)
+    return f"imagefolder-{count}-{digest.hexdigest()[:16]}"
+
+
+def unreadable_images(paths: Sequence[Path]) -> list[tuple[Path, str]]:
+    """The images among `paths` that do not open as images (their headers are read, not the pixels), with why."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as e:  # PIL raises many types for bad files
+            bad.append((path, f"{type(e).__name__}: {e}"))
+    return bad
 
 
 class _Images(Dataset):
@@ -106,6 +138,14 @@ class FolderSplit:
             pin_memory=on_cuda,
             drop_last=drop_last,
         )
-        for images, labels in loader:
-            images = images.to(self.device, non_blocking=on_cuda)
-            yield normalize(images, self.mean, self.std), labels.to(self.device, non_blocking=on_cuda)
+        try:
+            for images, labels in loader:
+                images = images.to(self.device, non_blocking=on_cuda)
+                yield normalize(images, self.mean, self.std), labels.to(self.device, non_blocking=on_cuda)
+        except ValueError as e:  # an image a worker could not decode: name it and count the split's other bad ones
+            bad = unreadable_images(self.paths)
+            if not bad:
+                raise
+            first, why = bad[0]
+            more = f"; {len(bad) - 1} more of the split's {len(self)} images are unreadable too" if len(bad) > 1 else ""
+            raise ValueError(f"unreadable image {first} ({why}){more}; remove or replace them") from e

@@ -42,6 +42,17 @@ def names() -> list[str]:
     return ["default", *sorted(_SCHEMES)]
 
 
+def init_options(name: str) -> dict[str, Any]:
+    """The parameters of initialization `name` and their defaults."""
+    if name == "default":
+        return {}
+    try:
+        scheme = _SCHEMES[name]
+    except KeyError:
+        raise ValueError(f"unknown init {name!r}; valid names: {', '.join(names())}") from None
+    return {key: p.default for key, p in inspect.signature(scheme).parameters.items() if key != "weight"}
+
+
 def initialize(model: nn.Module, name: str, **params: Any) -> nn.Module:
     """Re-initialize every conv and linear weight of `model` by scheme `name` (biases 0; norms 1 and 0).
 
@@ -51,11 +62,8 @@ def initialize(model: nn.Module, name: str, **params: Any) -> nn.Module:
         if params:
             raise ValueError(f"init 'default' takes no parameters, got {', '.join(sorted(params))}")
         return model
-    try:
-        scheme = _SCHEMES[name]
-    except KeyError:
-        raise ValueError(f"unknown init {name!r}; valid names: {', '.join(names())}") from None
-    accepted = list(inspect.signature(scheme).parameters)[1:]
+    accepted = list(init_options(name))
+    scheme = _SCHEMES[name]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ValueError(f"init {name!r} has no parameter {', '.join(unknown)}; valid: {', '.join(accepted)}")

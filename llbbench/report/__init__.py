@@ -7,17 +7,19 @@ Table 2 of all their runs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from . import claims, figures, tables
-from .runs import epoch_curves, load_runs
+if TYPE_CHECKING:  # the heavy imports wait for build_report, so that `llbbench report --help` answers at once
+    import pandas as pd
 
 __all__ = ["FORMATS", "build_report", "group_runs"]
 
 FORMATS = ("md", "tex", "csv")
+OFFICIAL_CIFAR10 = "cifar10-official-"  # how the fingerprint of the official CIFAR-10 files begins
+log = logging.getLogger(__name__)
 GROUPS = {"table2": ("table2", "quickstart"), "table3": ("table3",), "table4": ("table4",), "fig7": ("fig7",)}
 
 
@@ -32,8 +34,9 @@ def group_runs(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return groups
 
 
-def describe(runs: pd.DataFrame) -> list[str]:
-    """What the runs were: scale, data, networks' width, budgets, and how they ended."""
+def describe(runs: pd.DataFrame, unreadable: dict[str, str] | None = None) -> list[str]:
+    """What the runs were: scale, data, networks' width, budgets, how they ended, and what could not be read."""
+    import pandas as pd
 
     def values(column: str) -> str:
         present = sorted({str(v) for v in runs[column] if v is not None and not pd.isna(v)})
@@ -46,12 +49,33 @@ def describe(runs: pd.DataFrame) -> list[str]:
         f"- networks: {values('model')} at width {values('width')}; epoch budget {values('epoch_budget')}",
         f"- runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in sorted(runs['status'].value_counts().items()))})",
     ]
+    lines += _data_lines(runs)
+    if unreadable:
+        lines.append(f"- **{len(unreadable)} run directories could not be read** and are left out:")
+        lines += [f"  - `{path}`: {why}" for path, why in sorted(unreadable.items())]
     if set(runs["scale"].astype(str)) - {"full"}:
         lines.append(
             "- **CPU scale** (not the paper's): CIFAR-10 subsets, small or width-reduced networks, a few epochs, and "
             "any ImageNet network on CIFAR-10 as a stand-in. It shows whether the comparisons point the same way as "
             "the paper's at a size a laptop can run; it cannot confirm or refute the paper's full-scale numbers."
         )
+    return lines
+
+
+def _data_lines(runs: pd.DataFrame) -> list[str]:
+    """Where the data of the runs was not the official release, or its identity was not recorded, say so."""
+    cifar = runs[runs["dataset"] == "cifar10"] if "data" in runs else runs.iloc[0:0]
+    prints = cifar["data"].dropna().astype(str) if len(cifar) else cifar
+    other = sorted({p for p in prints if not p.startswith(OFFICIAL_CIFAR10)})
+    lines = []
+    if other:
+        lines.append(
+            f"- **data: not the official CIFAR-10 release** (fingerprint {', '.join(other)}): the files differ from "
+            "the official ones, so the numbers are not comparable with published results"
+        )
+    unrecorded = len(cifar) - len(prints)
+    if unrecorded:
+        lines.append(f"- data: {unrecorded} CIFAR-10 runs do not record which files they used (made before it was)")
     return lines
 
 
@@ -62,10 +86,17 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown format {', '.join(unknown)}; valid formats: {', '.join(FORMATS)}")
-    runs = load_runs(roots)
-    if runs.empty:
-        raise FileNotFoundError(f"no run directories (with summary.json) under {', '.join(map(str, roots))}")
+    from . import claims, figures, tables
+    from .runs import epoch_curves, load_runs
+
     out = Path(out) if out is not None else roots[0] / "report"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; name a folder for the report (it is created if missing)")
+    runs, unreadable = load_runs(roots)
+    for path, why in sorted(unreadable.items()):
+        log.warning("llbbench report: left out the unreadable run directory %s (%s)", path, why)
+    if runs.empty:
+        raise FileNotFoundError(f"no readable run directories (with summary.json) under {', '.join(map(str, roots))}")
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
     scale_note = f"scale: {', '.join(sorted(set(runs['scale'].astype(str))))}"
@@ -82,7 +113,7 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
         "Fig. 8": figures.fig8_saddles(out, trajectories, left_out),
     }
     claim_list = claims.all_claims(groups, curves, trajectories)
-    header = "\n".join(describe(runs))
+    header = "\n".join(describe(runs, unreadable))
     (out / "claims.md").write_text(
         "# Claims of Zheng et al. (2019), checked\n\n" + header + "\n\n" + "\n".join(c.markdown() for c in claim_list)
     )

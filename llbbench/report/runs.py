@@ -45,16 +45,23 @@ def find_runs(roots: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def load_runs(roots: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run: what it was (experiment, dataset, network, optimizer, …) and how it ended."""
-    rows = [_row(path) for path in find_runs(roots)]
+def load_runs(roots: Iterable[str | Path]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """One row per run: what it was (experiment, dataset, network, optimizer, …) and how it ended; and the run
+    directories that could not be read (a truncated summary.json or epochs.csv, …), each with the reason."""
+    rows, unreadable = [], {}
+    for path in find_runs(roots):
+        try:
+            rows.append(_row(path))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
+            unreadable[str(path)] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     columns = ["path", "experiment", "scale", "dataset", "model", "optimizer", "fold", "status"]
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+    return (pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)), unreadable
 
 
 def _row(path: Path) -> dict[str, Any]:
     config = yaml.safe_load((path / "config.yaml").read_text())
     summary = json.loads((path / "summary.json").read_text())
+    _check_epochs(path, summary)
     final = summary.get("final") or {}
     optimizer, model, dataset, train = config["optimizer"], config["model"], config["dataset"], config["train"]
     fold = config.get("fold")
@@ -63,6 +70,7 @@ def _row(path: Path) -> dict[str, Any]:
         "experiment": config.get("experiment_name", "runs"),
         "scale": config.get("scale", "full"),
         "dataset": dataset["name"],
+        "data": dataset.get("fingerprint"),
         "subset": dataset.get("subset"),
         "model": model["name"],
         "width": model.get("width", 1.0),
@@ -87,6 +95,20 @@ def _row(path: Path) -> dict[str, Any]:
         "test_acc": final.get("test_acc"),
         "val_loss": final.get("val_loss"),
     }
+
+
+def _check_epochs(path: Path, summary: dict[str, Any]) -> None:
+    """epochs.csv must hold one complete row per epoch that summary.json counts (a cut file is not averaged)."""
+    file = path / "epochs.csv"
+    expected = summary.get("epochs") or 0
+    if not file.exists():
+        if expected:
+            raise ValueError(f"{file} is missing, but summary.json counts {expected} epochs")
+        return
+    frame = pd.read_csv(file)
+    complete = frame.dropna(subset=["epoch", "step", "train_loss"]) if len(frame) else frame
+    if len(frame) != expected or len(complete) != len(frame):
+        raise ValueError(f"{file} holds {len(complete)} complete rows, but summary.json counts {expected} epochs")
 
 
 def epoch_curves(runs: pd.DataFrame) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,59 @@ from .runs import FINISHED, INITS, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, ordere
 METRICS = {"train_loss": "train loss", "test_loss": "test loss", "test_acc": "test acc."}
 LOWER_IS_BETTER = {"train_loss": True, "test_loss": True, "test_acc": False}
 MISSING, DIVERGED = "—", "div."
+# what pdflatex cannot take as typed: LaTeX's special characters, and the non-ASCII characters our text uses
+LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "≈": r"$\approx$",
+    "→": r"$\rightarrow$",
+    "·": r"$\cdot$",
+    "—": "---",
+    "–": "--",
+    "’": "'",
+    "“": "``",
+    "”": "''",
+    "…": r"\ldots{}",
+}
+
+
+def _greek(char: str) -> str | None:
+    """The LaTeX command of a Greek letter (`\\tau`, `\\Omega`), or None."""
+    name = unicodedata.name(char, "")
+    for prefix, case in (("GREEK SMALL LETTER ", str.lower), ("GREEK CAPITAL LETTER ", str.capitalize)):
+        letter = name[len(prefix) :]
+        if name.startswith(prefix) and letter.isalpha():
+            return "\\" + case(letter)
+    return None
+
+
+def latex_escape(text: str) -> str:
+    """`text` as pdflatex takes it: special characters escaped, Greek letters and symbols in math mode, accented
+    letters without their accents, and any other non-ASCII character as `?`."""
+    out = []
+    for char in text:
+        if char in LATEX:
+            out.append(LATEX[char])
+        elif ord(char) < 128:
+            out.append(char)
+        elif _greek(char):
+            out.append(f"${_greek(char)}$")
+        else:
+            ascii_form = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+            out.append(ascii_form or "?")
+    return "".join(out)
 
 
 @dataclass
@@ -39,14 +93,14 @@ class Table:
 
     def latex(self) -> str:
         def cell(i: int, j: int, text: str) -> str:
-            text = text.replace("±", r"$\pm$").replace("—", "---").replace("_", r"\_")
+            text = latex_escape(text)
             return rf"\textbf{{{text}}}" if (i, j) in self.bold else text
 
         spec = "l" * 2 + "r" * (len(self.header) - 2)
         lines = [
             r"\begin{table}[t]",
             r"\centering",
-            rf"\caption{{{self.caption}}}",
+            rf"\caption{{{latex_escape(self.caption)}}}",
             rf"\begin{{tabular}}{{{spec}}}",
             r"\toprule",
             " & ".join(cell(-1, j, h) for j, h in enumerate(self.header)) + r" \\",

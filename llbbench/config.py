@@ -1,0 +1,311 @@
+"""The run's configuration: where it lives, its resolvers, its typed schema, and the check of a composed config.
+
+`conf/` (shipped inside the package as `llbbench.conf`) holds Hydra's config groups; Hydra finds it at
+`pkg://llbbench.conf` in editable and wheel installs alike. Importing this module registers the resolvers the
+YAML files use (`${pick:...}`, `${run_id:}`, `${data_fingerprint:}`).
+
+`check(cfg)` refuses, before any data is loaded, every value a run cannot use: an unknown key anywhere (with the
+nearest valid one), a wrong type, a value out of its range, an unknown name. The run's own values are typed by
+the dataclasses below (OmegaConf checks them on merge); a group's values (optimizer, network, initialization)
+are typed by the defaults its registry declares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.resources
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+CONFIG_PACKAGE = "llbbench.conf"
+SEARCH_PATH = f"pkg://{CONFIG_PACKAGE}"
+CONFIG_NAME = "config"
+
+
+class ConfigError(ValueError):
+    """A config value a run cannot use; the message names it and what is valid."""
+
+
+def config_dir() -> Path:
+    """The folder of the config groups (the checkout's `conf/`, or its copy inside an installed wheel)."""
+    return Path(str(importlib.resources.files(CONFIG_PACKAGE)))
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The run config for `overrides`, composed by Hydra outside any app (for scripts and tests)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+        return hydra_compose(CONFIG_NAME, overrides=list(overrides))
+
+
+# --- resolvers ---
+
+
+def _pick(key: str, table: DictConfig) -> object:
+    """`${pick:KEY,{a: 1, b: 2, default: 3}}`: the table's value for KEY, else its `default`."""
+    if key in table:
+        return table[key]
+    if "default" not in table:
+        raise ValueError(f"pick: no value for {key!r} and no default in {dict(table)}")
+    return table["default"]
+
+
+def _run_id(*, _root_: DictConfig) -> str:
+    """`${run_id:}`: the run's identity from the config it is part of (Hydra's own node aside).
+
+    It never raises (Hydra would print its own traceback): a config that cannot be resolved gets the id
+    `<network>-<optimizer>-invalid`, and `check` then says what is wrong before anything is written there.
+    """
+    from .runs import run_id
+
+    try:
+        config = OmegaConf.masked_copy(_root_, [key for key in _root_ if key != "hydra"])
+        return run_id(OmegaConf.to_container(config, resolve=True))
+    except Exception:
+        model = OmegaConf.select(_root_, "model.name", default="model", throw_on_missing=False)
+        optimizer = OmegaConf.select(_root_, "optimizer.name", default="optimizer", throw_on_missing=False)
+        return f"{model}-{optimizer}-invalid"
+
+
+def _data_fingerprint(*, _parent_: DictConfig) -> str:
+    """`${data_fingerprint:}` (in a dataset's YAML): what the data at `root` is, or `unavailable`.
+
+    It never raises: a dataset that cannot be read is reported, with its reason, when the run loads it.
+    """
+    from . import data
+
+    try:
+        return data.fingerprint(OmegaConf.to_container(_parent_, resolve=True))
+    except Exception:
+        return data.UNAVAILABLE
+
+
+OmegaConf.register_new_resolver("pick", _pick, replace=True)
+OmegaConf.register_new_resolver("run_id", _run_id, replace=True)
+OmegaConf.register_new_resolver("data_fingerprint", _data_fingerprint, replace=True)
+
+
+# --- the typed schema of the run's own values; `min` in a field's metadata is its smallest valid value ---
+
+
+def _at_least(minimum: float, default: Any = MISSING) -> Any:
+    return field(default=default, metadata={"min": minimum})
+
+
+@dataclass
+class PlateauConfig:
+    window: int = _at_least(1)
+    min_drop: float = MISSING
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _at_least(1)
+    batch_size: int = _at_least(1)
+    drop_last: bool = False
+    eval_batch_size: int = _at_least(1, 256)
+    log_every: int = _at_least(1, 10)
+    plateau: PlateauConfig | None = None
+
+
+@dataclass
+class CVConfig:
+    folds: int = _at_least(2, 5)
+    seed: int = 0
+
+
+@dataclass
+class TableOneConfig:
+    sgd_lr: float = _at_least(0.0)
+    weight_decay: float = _at_least(0.0)
+
+
+@dataclass
+class RunConfig:
+    scale: str = "full"
+    seed: int = _at_least(0, 0)
+    device: str = "auto"
+    fold: int | None = _at_least(0, 0)
+    cv: CVConfig = field(default_factory=CVConfig)
+    hp: TableOneConfig = field(default_factory=TableOneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    results_dir: str = "results"
+    experiment_name: str = "runs"
+    rerun: bool = False
+    checkpoint_minutes: float = _at_least(0.0, 10.0)
+    keep_checkpoint: bool = False
+    # each group is checked against the schema of the entry it names (below)
+    dataset: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    init: Any = MISSING
+
+
+@dataclass
+class CifarConfig:
+    name: str = "cifar10"
+    root: str = MISSING
+    download: bool = False
+    subset: int | None = _at_least(1, None)
+    test_subset: int | None = _at_least(1, None)
+    mean: list[float] = MISSING
+    std: list[float] = MISSING
+    fingerprint: str = MISSING
+
+
+@dataclass
+class ImageFolderConfig:
+    name: str = "imagefolder"
+    root: str = MISSING
+    train_split: str = "train"
+    test_split: str = "val"
+    resize: int = _at_least(1, 256)
+    crop: int = _at_least(1, 224)
+    num_workers: int = _at_least(0, 4)
+    subset: int | None = _at_least(1, None)
+    test_subset: int | None = _at_least(1, None)
+    mean: list[float] = MISSING
+    std: list[float] = MISSING
+    fingerprint: str = MISSING
+
+
+DATASET_SCHEMAS = {"cifar10": CifarConfig, "imagefolder": ImageFolderConfig, "imagenet": ImageFolderConfig}
+
+
+# --- the check ---
+
+
+def check(cfg: DictConfig) -> DictConfig:
+    """`cfg` (Hydra's node aside) checked and typed; raises `ConfigError` naming the first bad value."""
+    from . import models, optim
+
+    run = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    missing = sorted(OmegaConf.missing_keys(run))
+    if missing:
+        hint = " (the folder holding the dataset's splits)" if "dataset.root" in missing else ""
+        raise ConfigError(f"{', '.join(missing)} must be set{hint}: add {missing[0]}=VALUE to the command line")
+    try:
+        values = OmegaConf.to_container(run, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{e.full_key}: {_first_line(e)}") from None
+    if isinstance(values.get("fold"), str) and values["fold"].lower() in ("none", "null"):
+        values["fold"] = None
+    typed = _typed(RunConfig, values, "")
+    for group in ("dataset", "model", "optimizer", "init"):
+        if not isinstance(values[group], dict) or "name" not in values[group]:
+            raise ConfigError(f"{group} must be a config group entry with a name, e.g. {group}=NAME")
+
+    dataset = values["dataset"]
+    if dataset["name"] not in DATASET_SCHEMAS:
+        raise ConfigError(f"unknown dataset {dataset['name']!r}; valid names: {', '.join(DATASET_SCHEMAS)}")
+    typed.dataset = _typed(DATASET_SCHEMAS[dataset["name"]], dataset, "dataset.")
+
+    name = values["model"]["name"]
+    typed.model = _typed(_schema_of("model", name, models.options(name)), values["model"], "model.")
+    name = values["init"]["name"]
+    typed.init = _typed(_schema_of("init", name, models.init_options(name)), values["init"], "init.")
+    options = dict(values["optimizer"])
+    spec = optim.get(options.pop("name"))
+    preset = options.pop("preset", "torch")
+    hparams = spec.hparams(preset)  # an unknown preset is refused here
+    schema = _schema_of("optimizer", spec.name, {"preset": preset, **hparams})
+    typed.optimizer = _typed(schema, values["optimizer"], "optimizer.")
+
+    if typed.fold is not None and typed.fold >= typed.cv.folds:
+        raise ConfigError(f"fold={typed.fold} is out of range: use 0..{typed.cv.folds - 1} (cv.folds) or none")
+    return typed
+
+
+def _expected(message: str) -> str:
+    """What OmegaConf's "could not be converted to Integer" says, in plain words."""
+    if "is not a valid bool" in message:
+        return "true or false"
+    for kind, words in (("Integer", "an integer"), ("Float", "a number")):
+        if message.endswith(f"converted to {kind}"):
+            return words
+    return f"valid ({message})"
+
+
+def _first_line(error: Exception) -> str:
+    text = getattr(error, "msg", None) or str(error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _typed(schema: type, values: Mapping[str, Any], prefix: str) -> DictConfig:
+    """`values` merged into `schema` (types converted, unknown keys refused), then each field's range checked."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), values)
+    except ConfigKeyError as e:
+        raise ConfigError(_unknown_key_message(schema, prefix, e.full_key or str(e.key))) from None
+    except ValidationError as e:
+        key = prefix + (e.full_key or str(e.key))
+        value = OmegaConf.select(OmegaConf.create(dict(values)), e.full_key) if e.full_key else None
+        raise ConfigError(f"{key}={value!r} is not {_expected(_first_line(e))}") from None
+    _check_ranges(schema, typed, prefix)
+    return typed
+
+
+def _check_ranges(schema: type, typed: DictConfig, prefix: str) -> None:
+    for spec in dataclasses.fields(schema):
+        value = typed[spec.name]
+        if "min" in spec.metadata and isinstance(value, int | float) and value < spec.metadata["min"]:
+            raise ConfigError(f"{prefix}{spec.name}={value} must be at least {spec.metadata['min']}")
+        nested = _nested_schema(schema, spec.name)
+        if nested is not None and isinstance(value, DictConfig):
+            _check_ranges(nested, value, f"{prefix}{spec.name}.")
+
+
+def _nested_schema(schema: type, name: str) -> type | None:
+    """The dataclass that field `name` of `schema` holds (also when it is optional), or None."""
+    hint = typing.get_type_hints(schema).get(name)
+    for candidate in (hint, *typing.get_args(hint)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def _unknown_key_message(schema: type, prefix: str, key: str) -> str:
+    *parents, leaf = key.split(".")
+    node: type | None = schema
+    for parent in parents:  # down to the dataclass that lacks `leaf`
+        node = _nested_schema(node, parent) if node is not None else None
+    valid = [f.name for f in dataclasses.fields(node)] if node is not None else []
+    where = prefix + ".".join(parents) + ("." if parents else "")
+    close = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {where}{close[0]}?" if close else ""
+    choices = f" (valid keys of {where.rstrip('.') or 'the config'}: {', '.join(valid)})" if valid else ""
+    return f"unknown key {where}{leaf}{hint}{choices}"
+
+
+def _schema_of(group: str, name: str, defaults: Mapping[str, Any]) -> type:
+    """A dataclass typing `name` and each option by its default's type; any option may be null (the YAML files
+    use null for "the preset's value"), and one whose default is None takes any value."""
+
+    def annotation(default: Any) -> Any:
+        if isinstance(default, bool):
+            return bool | None
+        if isinstance(default, int | float):
+            return (float if isinstance(default, float) else int) | None
+        if isinstance(default, str):
+            return str | None
+        if isinstance(default, tuple | list | ListConfig):
+            return list[Any] | None
+        return Any
+
+    def default(value: Any) -> Any:
+        if isinstance(value, tuple | list | ListConfig):
+            return field(default_factory=lambda: list(value))
+        return field(default=value)
+
+    fields = [("name", str, field(default=name))]
+    fields += [(key, annotation(value), default(value)) for key, value in defaults.items()]
+    return dataclasses.make_dataclass(f"{group}_{name}", fields)

@@ -1,0 +1,96 @@
+"""Checks before anything is launched: every run's config, its data and the results folder.
+
+A Hydra callback, so that it runs in the main process before Hydra creates a run directory: a bad input stops a
+single run with one message, and a bad input that every run of a sweep shares stops the sweep once, before any
+run starts. Runs of a sweep whose own input is bad (say one out-of-range fold) are named, and the others go on;
+those runs then fail, and the sweep exits non-zero at its end.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from . import config
+from .sweeps import sweep_points
+
+PREFIX = "llbbench run: error:"
+
+
+def problem(cfg: DictConfig) -> str | None:
+    """Why the run `cfg` cannot start (one line), or None when it can."""
+    from . import data
+    from .train import resolve_device
+
+    try:
+        typed = config.check(cfg)
+        resolve_device(typed.device)
+        data.fingerprint(OmegaConf.to_container(typed.dataset))
+        check_writable(Path(typed.results_dir), "results_dir")
+    except (ValueError, OSError) as e:
+        return str(e)
+    return None
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """`folder` is (or can be made) a folder this process can write in; else `ValueError` naming `option`."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{option}={folder} is a file, not a folder; name a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"{option}={folder} is not a folder this user can write in ({e.strerror or e})") from None
+
+
+def _stop(messages: list[str]) -> None:
+    for message in messages:
+        print(f"{PREFIX} {message}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.exit(2)
+
+
+class Preflight(Callback):
+    """Hydra callback: checks a run, or every run of a sweep, before Hydra launches anything."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        found = problem(config)
+        if found is not None:
+            _stop([found])
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra import compose
+        from hydra.errors import HydraException
+
+        points = sweep_points(config)
+        if not points:
+            return
+        problems: dict[str, list[str]] = defaultdict(list)
+        for point in points:
+            try:
+                found = problem(compose(kwargs.get("config_name") or "config", overrides=point))
+            except (HydraException, ValueError) as e:
+                found = str(e).splitlines()[0]
+            if found is not None:
+                problems[found].append(" ".join(point) or "(no overrides)")
+        bad = sum(len(runs) for runs in problems.values())
+        if bad == len(points):  # nothing could run: say why once per distinct reason
+            _stop([f"{message} (in {_count(runs, len(points))})" for message, runs in problems.items()])
+        for message, runs in problems.items():
+            print(
+                f"llbbench run: warning: {_count(runs, len(points))} will fail: {message}; the others go on "
+                f"(e.g. {runs[0]})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _count(runs: list[str], total: int) -> str:
+    return f"all {total} runs of the sweep" if len(runs) == total else f"{len(runs)} of the sweep's {total} runs"
