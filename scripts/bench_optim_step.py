@@ -26,7 +26,7 @@ from llbbench.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHT_DECAY = 5e-4
-TARGET = 1.5  # SPEC section 7: LLb-SGD step() at most 1.5x plain foreach SGD
+TARGET = 1.5  # docs/scales.md: LLb-SGD step() at most 1.5x plain foreach SGD
 # LLbSGD(foreach=None), the default, takes the multi-tensor path on CUDA and the per-tensor loop on the CPU
 
 CANDIDATES: dict[str, Callable[[torch.nn.Module], torch.optim.Optimizer]] = {

@@ -31,7 +31,7 @@ OPTIMIZERS = {
     "pathsgd": {"lr": 0.01, "update_every": 1},
     "llb": {"lr": 0.01},
 }
-TARGET_ESGD = 1.3  # SPEC section 7: ESGD amortized step at most 1.3x SGD's
+TARGET_ESGD = 1.3  # docs/scales.md: ESGD amortized step at most 1.3x SGD's
 
 
 def make(name: str, args) -> tuple[torch.nn.Module, torch.optim.Optimizer, optim.OptimizerSpec]:

@@ -54,7 +54,7 @@ def test_fold_none_trains_on_everything(make_config):
     ],
 )
 def test_table1_values_follow_the_dataset_and_network(dataset, model, optimizer, lr, weight_decay):
-    """SPEC 4a: the SGD family's α0 and every optimizer's weight decay depend on the dataset (and network)."""
+    """docs/scales.md: the SGD family's α0 and every optimizer's weight decay depend on the dataset (and network)."""
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):

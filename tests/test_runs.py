@@ -72,6 +72,24 @@ def test_a_finished_run_is_skipped_and_rerun_trains_it_again(make_config, tmp_pa
     assert len(rows) == 1  # started over, not appended
 
 
+def test_a_failed_run_is_trained_again_on_the_next_start(make_config, tmp_path, monkeypatch):
+    """`failed` is recorded but not final: once its cause is gone, the same run trains (diverged would stay)."""
+    cfg = make_config("train.epochs=1")
+    real_train = train.train
+
+    def broken(*args, **kwargs):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(train, "train", broken)
+    assert train.execute(cfg, tmp_path / "run") == "failed"
+    failed = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert failed["status"] == "failed" and failed["error"]["message"] == "the disk went away"
+    monkeypatch.setattr(train, "train", real_train)
+    assert train.execute(cfg, tmp_path / "run") == "completed"
+    assert train.execute(cfg, tmp_path / "run") == "skipped"
+    assert len(list(csv.DictReader((tmp_path / "run" / "epochs.csv").open()))) == 1
+
+
 def test_keep_checkpoint_keeps_it(make_config, tmp_path):
     train.execute(make_config("train.epochs=1", "keep_checkpoint=true"), tmp_path / "run")
     assert (tmp_path / "run" / CHECKPOINT).exists()

@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -26,7 +27,11 @@ def test_two_epoch_run_writes_every_file_and_the_loss_falls(make_config, tmp_pat
     assert config["optimizer"]["name"] == "sgd" and config["dataset"]["root"] == cfg.dataset.root
     env = json.loads((run / "env.json").read_text())
     assert {"python", "torch", "torchvision", "device_name", "cpu_count", "git_commit", "start_time"} <= set(env)
-    assert env["device"] == "cpu"
+    assert {"cuda", "cudnn", "gpu_count", "gpu_names"} <= set(env)
+    assert env["device"] == "cpu" and env["gpu_count"] == len(env["gpu_names"])
+    assert {"torch", "hydra-core", "numpy", "pyyaml", "pillow"} <= set(env["packages"])
+    assert env["packages"]["numpy"] == np.__version__
+    assert config["dataset"]["fingerprint"].startswith("cifar10-")  # what data the run used
 
     steps = read_csv(run / "steps.csv")
     assert list(steps[0]) == ["step", "epoch", "loss", "lr", "lr_min", "lr_max", "seconds"]

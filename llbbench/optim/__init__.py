@@ -2,8 +2,8 @@
 
 `build(name, model, **hparams)` returns a ready optimizer for any registered name; `names()` lists them.
 Each entry is an `OptimizerSpec`: a small frozen record of what the optimizer is, its default
-hyper-parameters, named presets (`torch`, and `tf1` for the paper-era TensorFlow 1.x values of SPEC
-section 3) and capability flags that tell a training loop how to drive it. Adding an optimizer means
+hyper-parameters, named presets (`torch`, and `tf1` for the paper-era TensorFlow 1.x values of
+docs/baselines.md) and capability flags that tell a training loop how to drive it. Adding an optimizer means
 writing its class and calling `register` once.
 
 This package imports nothing else of llbbench, so it can be lifted into any training loop.
@@ -169,7 +169,7 @@ def _tuple_if_list(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-# --- the six torch.optim baselines (SPEC section 3), with PyTorch's defaults and the paper-era values ---
+# --- the six torch.optim baselines (docs/baselines.md), with PyTorch's defaults and the paper-era values ---
 
 register(
     OptimizerSpec(
@@ -227,7 +227,7 @@ register(
 )
 
 
-# --- LLb-SGD (SPEC section 2) ---
+# --- LLb-SGD (docs/llb-sgd.md) ---
 
 register(
     OptimizerSpec(
@@ -253,7 +253,7 @@ register(
 )
 
 
-# --- the two baselines no library ships (SPEC section 3) ---
+# --- the two baselines no library ships (docs/baselines.md) ---
 
 register(
     OptimizerSpec(

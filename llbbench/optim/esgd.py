@@ -1,4 +1,4 @@
-"""ESGD: equilibrated SGD (Dauphin, de Vries & Bengio, 2015), as SPEC section 3 states it.
+"""ESGD: equilibrated SGD (Dauphin, de Vries & Bengio, 2015), as docs/baselines.md describes it.
 
 The preconditioner is D = sqrt(E[(Hv)²]) with v ~ N(0, I) and H the Hessian of the mini-batch loss. Every
 `update_every` steps (the first step included) ESGD draws v, computes Hv by double backward and accumulates

@@ -1,4 +1,4 @@
-"""LLb-SGD: layer-wise learning-rate SGD (Zheng et al., 2019), as SPEC section 2 reconstructs it.
+"""LLb-SGD: layer-wise learning-rate SGD (Zheng et al., 2019), as docs/llb-sgd.md reconstructs it.
 
 Each layer k (a Conv2d or Linear module with the BatchNorm that directly follows it) has its own rate
 
@@ -74,7 +74,7 @@ def layer_groups(model: nn.Module) -> list[dict[str, Any]]:
 
 
 class LLbSGD(torch.optim.Optimizer):
-    """Layer-wise learning-rate SGD (SPEC section 2). Every reconstructed choice is an option.
+    """Layer-wise learning-rate SGD (docs/llb-sgd.md). Every reconstructed choice is an option.
 
     Args:
         params: `layer_groups(model)`, or plain parameters (each tensor is then its own layer, its kind
@@ -245,7 +245,7 @@ class LLbSGD(torch.optim.Optimizer):
 
 
 def direction_value(direction: str, loss: float, previous: float, threshold: float = 0.0) -> float:
-    """δ^t for the (possibly smoothed) loss L^t and its predecessor L^{t−1} (SPEC section 2, item 4)."""
+    """δ^t for the (possibly smoothed) loss L^t and its predecessor L^{t−1} (docs/llb-sgd.md, item 4)."""
     if direction == "gate":
         return loss if previous - loss < threshold else 0.0
     if direction == "signed":

@@ -1,4 +1,4 @@
-"""Path-SGD (Neyshabur, Salakhutdinov & Srebro, 2015), as SPEC section 3 states it.
+"""Path-SGD (Neyshabur, Salakhutdinov & Srebro, 2015), as docs/baselines.md describes it.
 
 Each weight moves by w_e ← w_e − (η / κ_e) · ∂L/∂w_e, where κ_e sums, over every input→output path through
 edge e, the product of the other edges' squared weights. κ comes from autograd: the network is run on its

@@ -1,4 +1,4 @@
-"""`claims.md`: every claim of the paper (SPEC section 1) with the measured numbers, its rule, and a verdict."""
+"""`claims.md`: every claim of the paper (docs/verdicts.md) with the measured numbers, its rule, and a verdict."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ def saddles(trajectories: dict[str, dict[str, np.ndarray]]) -> Claim:
     claim = Claim(
         "7. LLb-SGD passes saddle points where SGD, NAG and Adagrad stall",
         "LLb-SGD passes saddle points where SGD, NAG and Adagrad stall (Fig. 8).",
-        "on both stand-in saddle problems of Fig. 8 (SPEC 5), started at (1, 0.01): LLb-SGD reaches |y| ≥ 1 in "
+        "on both stand-in saddle problems of Fig. 8, started at (1, 0.01): LLb-SGD reaches |y| ≥ 1 in "
         "fewer steps than each of SGD, NAG and Adagrad (same step size); holds on both problems.",
     )
     checks = []

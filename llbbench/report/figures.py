@@ -1,6 +1,7 @@
 """The paper's Figures 5–8 (PNG and PDF) from run directories, and Fig. 8's saddle problems from the optimizers.
 
-Fig. 8 runs every registered optimizer that needs no network on two stand-in saddle problems (SPEC section 5).
+Fig. 8 runs every registered optimizer that needs no network on two stand-in saddle problems (claim 7 of
+docs/verdicts.md).
 """
 
 from __future__ import annotations

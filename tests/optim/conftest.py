@@ -1,4 +1,4 @@
-"""What the optimizer tests share: the resume check (SPEC: a resumed run equals an uninterrupted one)."""
+"""What the optimizer tests share: the resume check (a resumed run equals an uninterrupted one)."""
 
 from __future__ import annotations
 

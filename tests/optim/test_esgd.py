@@ -1,4 +1,4 @@
-"""ESGD against SPEC section 3: the Hessian-norm estimate, when Hv is computed, BatchNorm, resume."""
+"""ESGD against docs/baselines.md: the Hessian-norm estimate, when Hv is computed, BatchNorm, resume."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LLb-SGD against SPEC section 2: hand-computed values, defining properties, paths, resume, distributed."""
+"""LLb-SGD against docs/llb-sgd.md: hand-computed values, defining properties, paths, resume, distributed."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def test_three_steps_by_hand():
 
 
 def reference_llb(weights, grads_per_step, losses, *, kinds, lr, wd, xi, tau, direction, conv_norm, fc_norm, beta, r):
-    """SPEC section 2 written out in float64 numpy, independently of the optimizer's code."""
+    """docs/llb-sgd.md written out in float64 numpy, independently of the optimizer's code."""
     weights = [w.astype(np.float64).copy() for w in weights]
     rates = [lr] * len(weights)
     variations = [0.0] * len(weights)

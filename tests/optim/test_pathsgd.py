@@ -1,4 +1,4 @@
-"""Path-SGD against SPEC section 3: κ by brute-force path enumeration, rescaling invariance, every network."""
+"""Path-SGD against docs/baselines.md: κ by brute-force path enumeration, rescaling invariance, every network."""
 
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +30,8 @@ def write_run(
     init: str = "default",
     lr: float = 0.1,
     steps_per_epoch: int = 10,
+    dataset: str = "cifar10",
+    fingerprint: str | None = None,
 ) -> Path:
     """A run directory as `llbbench run` writes it, with the training-loss curve `curve` (one value per epoch)."""
     path = root / experiment / f"{model}-{optimizer}-f{fold}-{batch_size}-{init}-{lr}"
@@ -37,7 +42,7 @@ def write_run(
         "seed": 0,
         "fold": fold,
         "cv": {"folds": 2},
-        "dataset": {"name": "cifar10", "subset": 2000},
+        "dataset": {"name": dataset, "subset": 2000, **({"fingerprint": fingerprint} if fingerprint else {})},
         "model": {"name": model, "width": 0.125},
         "optimizer": {
             "name": optimizer,
@@ -215,3 +220,82 @@ def test_the_command_line_and_its_errors(results, tmp_path):
     assert bad.returncode == 2 and "unknown format html; valid formats: md, tex, csv" in bad.stderr
     empty = llbbench("report", str(tmp_path / "nothing"))
     assert empty.returncode == 2 and "no such results folder" in empty.stderr
+
+
+def test_an_unreadable_run_is_named_and_the_rest_reported(results, tmp_path):
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    cut = copy / "table2_cifar10" / "resnet34-nag-f0-128-default-0.1"
+    summary = (cut / "summary.json").read_text()
+    (cut / "summary.json").write_text(summary[: len(summary) // 2])
+    short = copy / "table2_cifar10" / "resnet34-nag-f1-128-default-0.1" / "epochs.csv"
+    short.write_text("\n".join(short.read_text().splitlines()[:-1]) + "\n")  # the last epoch's row lost
+    out = llbbench("report", str(copy), "--out", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    assert f"left out the unreadable run directory {cut} (JSONDecodeError" in out.stderr
+    assert f"{short} holds 3 complete rows, but summary.json counts 4 epochs" in out.stderr
+    claims = (tmp_path / "r" / "claims.md").read_text()
+    assert "**2 run directories could not be read** and are left out:" in claims
+    assert f"  - `{cut}`: JSONDecodeError" in claims
+    # NAG's two runs are gone: its column is gone from Table 2, the rest is reported
+    assert "| network | metric | LLb-SGD | SGD | Adam |" in (tmp_path / "r" / "table2.md").read_text()
+
+
+def test_report_out_that_is_a_file_is_refused(results, tmp_path):
+    file = tmp_path / "report.txt"
+    file.write_text("a file")
+    out = llbbench("report", str(results), "--out", str(file))
+    assert out.returncode == 2
+    assert f"llbbench report: error: --out {file} is a file; name a folder" in out.stderr
+    assert file.read_text() == "a file"
+
+
+def test_claims_follow_the_dataset_the_runs_used_not_the_network(tmp_path):
+    """A quick-start grid (smallcnn on CIFAR-10) is judged by the CIFAR-10 claims, not by the ImageNet claim;
+    an ImageNet experiment run on CIFAR-10 (the CPU scale's stand-in) counts for the ImageNet claim."""
+    root = tmp_path / "results"
+    for fold in (0, 1):
+        write_run(root, "quickstart", "smallcnn", "llb", fold, [1.0, 0.5], 1.0)
+        write_run(root, "quickstart", "smallcnn", "nag", fold, [1.0, 0.8], 1.2)
+    claims = (build_report([root], tmp_path / "r") / "claims.md").read_text()
+    verdicts = [line for line in claims.splitlines() if line.startswith("**Verdict")]
+    assert verdicts[1] == "**Verdict: holds**" and verdicts[2] == "**Verdict: not measured**"
+    for fold in (0, 1):
+        write_run(root, "table2_imagenet", "alexnet", "llb", fold, [1.0, 0.5], 1.0)
+        write_run(root, "table2_imagenet", "alexnet", "sgd", fold, [1.0, 0.8], 1.2)
+    claims = (build_report([root], tmp_path / "r2") / "claims.md").read_text()
+    verdicts = [line for line in claims.splitlines() if line.startswith("**Verdict")]
+    assert verdicts[2] != "**Verdict: not measured**" and "alexnet" in claims.split("3. LLb-SGD")[1]
+
+
+def test_latex_tables_hold_only_what_pdflatex_takes(report):
+    from llbbench.report.tables import latex_escape
+
+    assert latex_escape("threshold τ & 5% ± 1 — a_b {x} ~^") == (
+        r"threshold $\tau$ \& 5\% $\pm$ 1 --- a\_b \{x\} \textasciitilde{}\textasciicircum{}"
+    )
+    assert latex_escape("Ω ς é ✓") == r"$\Omega$ ? e ?"
+    for tex in report.glob("*.tex"):
+        assert tex.read_text().isascii(), tex.name
+    assert r"threshold $\tau$" in read(report, "table1.tex")
+
+
+def test_the_header_says_when_the_data_was_not_the_official_release(tmp_path):
+    root = tmp_path / "results"
+    write_run(root, "quickstart", "smallcnn", "llb", 0, [1.0], 1.0, fingerprint="cifar10-official-0123456789abcdef")
+    claims = (build_report([root], tmp_path / "r") / "claims.md").read_text()
+    assert "not the official CIFAR-10 release" not in claims
+    write_run(root, "quickstart", "smallcnn", "sgd", 0, [1.0], 1.0, fingerprint="cifar10-fedcba9876543210")
+    claims = (build_report([root], tmp_path / "r2") / "claims.md").read_text()
+    assert "- **data: not the official CIFAR-10 release** (fingerprint cifar10-fedcba9876543210)" in claims
+
+
+def test_report_help_answers_without_importing_the_reporter():
+    code = (
+        "import sys\n"
+        "from llbbench.cli import main\n"
+        "try:\n    main(['report', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('pandas', 'torch', 'matplotlib', 'hydra') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "usage: llbbench report" in out.stdout and out.stdout.strip().endswith("[]")
