@@ -75,7 +75,9 @@ def _data_lines(runs: pd.DataFrame) -> list[str]:
         )
     unrecorded = len(cifar) - len(prints)
     if unrecorded:
-        lines.append(f"- data: {unrecorded} CIFAR-10 runs do not record which files they used (made before it was)")
+        lines.append(
+            f"- data: {unrecorded} CIFAR-10 runs do not record which files they used (made before runs recorded it)"
+        )
     return lines
 
 
