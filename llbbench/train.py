@@ -71,12 +71,7 @@ def prepare(cfg: DictConfig) -> Setup:
     seed_everything(typed.seed)
     options = OmegaConf.to_container(typed.dataset)
     data = datasets.build(options, device=device, fold=typed.fold, folds=typed.cv.folds, cv_seed=typed.cv.seed)
-    if options["fingerprint"] != datasets.fingerprint(options):
-        raise ValueError(
-            f"the data at dataset.root={options['root']} is not what this run's identity was computed from "
-            f"(dataset.fingerprint={options['fingerprint']!r}, found {datasets.fingerprint(options)!r}): it changed "
-            "while the run started, or dataset.fingerprint was set by hand (it is computed; leave it out)"
-        )
+    datasets.check_fingerprint(options)
     if data.train.num_batches(typed.train.batch_size, typed.train.drop_last) == 0:
         raise ValueError(
             f"train.batch_size={typed.train.batch_size} with train.drop_last=true leaves no mini-batch of the "

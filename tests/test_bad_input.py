@@ -43,6 +43,7 @@ CONFIG_CASES = [
     ("unknown dataset", ["dataset.name=nosuch"], "unknown dataset 'nosuch'; valid names: cifar10, imagefolder"),
     ("unknown device", ["device=tpu"], "device='tpu' is not a device; use auto, cpu, cuda or cuda:N"),
     ("image folder without root", ["dataset=imagefolder", "dataset.root=???"], "dataset.root must be set"),
+    ("fingerprint set by hand", ["dataset.fingerprint=mine"], "dataset.fingerprint='mine', found 'cifar10-"),
     ("image folder root missing", ["dataset=imagefolder", "dataset.root=/nowhere"], "image folder split 'train' not"),
 ]
 

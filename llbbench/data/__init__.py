@@ -25,6 +25,7 @@ __all__ = [
     "Split",
     "TensorSplit",
     "build",
+    "check_fingerprint",
     "epoch_order",
     "fingerprint",
     "fold_indices",
@@ -56,6 +57,18 @@ def fingerprint(options: dict[str, Any]) -> str:
     root = Path(options["root"])
     splits = (options["train_split"], options["test_split"])
     return _folder_fingerprint(root.resolve(), splits, _folder_state(root, splits))
+
+
+def check_fingerprint(options: dict[str, Any]) -> None:
+    """The data at `options["root"]` must be what `options["fingerprint"]` (computed when the config was
+    resolved, and part of the run's identity) says; else `ValueError`."""
+    found = fingerprint(options)
+    if options.get("fingerprint") != found:
+        raise ValueError(
+            f"the data at dataset.root={options['root']} is not what this run's identity was computed from "
+            f"(dataset.fingerprint={options.get('fingerprint')!r}, found {found!r}): it changed while the run "
+            "started, or dataset.fingerprint was set by hand (it is computed from the data; leave it out)"
+        )
 
 
 def _folder_state(root: Path, splits: tuple[str, ...]) -> tuple[int, ...]:
