@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import importlib.resources
 import typing
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from .schedules import SCHEDULES
 
 CONFIG_PACKAGE = "llbbench.conf"
 SEARCH_PATH = f"pkg://{CONFIG_PACKAGE}"
@@ -101,6 +104,9 @@ def _at_least(minimum: float, default: Any = MISSING) -> Any:
     return field(default=default, metadata={"min": minimum})
 
 
+Schedule = enum.Enum("Schedule", {name: name for name in SCHEDULES})
+
+
 @dataclass
 class PlateauConfig:
     window: int = _at_least(1)
@@ -114,6 +120,8 @@ class TrainConfig:
     drop_last: bool = False
     eval_batch_size: int = _at_least(1, 256)
     log_every: int = _at_least(1, 10)
+    schedule: Schedule = Schedule.constant
+    schedule_k: float = _at_least(0.0, 0.9)
     plateau: PlateauConfig | None = None
 
 
@@ -229,6 +237,8 @@ def _expected(message: str) -> str:
     """What OmegaConf's "could not be converted to Integer" says, in plain words."""
     if "is not a valid bool" in message:
         return "true or false"
+    if "expected one of" in message:
+        return "one of " + message.split("expected one of", 1)[1].strip(" []").replace(", ", " | ")
     for kind, words in (("Integer", "an integer"), ("Float", "a number")):
         if message.endswith(f"converted to {kind}"):
             return words

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from . import config, models, optim
 from . import data as datasets
 from .runs import CHECKPOINT, RunDir, RunLock, environment, final_status, identity
+from .schedules import build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Setup:
     optimizer: torch.optim.Optimizer
     spec: optim.OptimizerSpec
     device: torch.device
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # `train.schedule`, stepped after every optimizer step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,7 +74,8 @@ def prepare(cfg: DictConfig) -> Setup:
     options = OmegaConf.to_container(typed.dataset)
     data = datasets.build(options, device=device, fold=typed.fold, folds=typed.cv.folds, cv_seed=typed.cv.seed)
     datasets.check_fingerprint(options)
-    if data.train.num_batches(typed.train.batch_size, typed.train.drop_last) == 0:
+    per_epoch = data.train.num_batches(typed.train.batch_size, typed.train.drop_last)
+    if per_epoch == 0:
         raise ValueError(
             f"train.batch_size={typed.train.batch_size} with train.drop_last=true leaves no mini-batch of the "
             f"{len(data.train)} training images; use a batch size of at most {len(data.train)}"
@@ -84,7 +87,9 @@ def prepare(cfg: DictConfig) -> Setup:
     model.to(device)
     opt_name, opt_opts = _options(typed.optimizer)
     optimizer = optim.build(opt_name, model, input_shape=data.input_shape, **opt_opts)
-    return Setup(data, model, optimizer, optim.get(opt_name), device)
+    t = typed.train
+    scheduler = build_scheduler(optimizer, t.schedule.name, t.schedule_k, per_epoch, t.epochs * per_epoch)
+    return Setup(data, model, optimizer, optim.get(opt_name), device, scheduler)
 
 
 def execute(cfg: DictConfig, run_dir: str | Path) -> str:
@@ -182,6 +187,7 @@ def checkpoint_state(setup: Setup, run_identity: dict[str, Any], progress: Progr
         "identity": run_identity,
         "model": setup.model.state_dict(),
         "optimizer": setup.optimizer.state_dict(),
+        "scheduler": setup.scheduler.state_dict(),
         "rng": {
             "python": random.getstate(),
             "numpy": np.random.get_state(),
@@ -195,6 +201,7 @@ def checkpoint_state(setup: Setup, run_identity: dict[str, Any], progress: Progr
 def restore(setup: Setup, checkpoint: dict[str, Any], progress: Progress) -> None:
     setup.model.load_state_dict(checkpoint["model"])
     setup.optimizer.load_state_dict(checkpoint["optimizer"])
+    setup.scheduler.load_state_dict(checkpoint["scheduler"])
     rng = checkpoint["rng"]
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])
@@ -288,7 +295,10 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run
                 output = model(images)
                 loss = F.cross_entropy(output, labels)
                 optimizer.zero_grad(set_to_none=True)
-                optim.backward_and_step(spec, optimizer, loss)
+                try:
+                    optim.backward_and_step(spec, optimizer, loss)
+                except optim.NonFiniteLoss:  # an optimizer that reads the loss saw it blow up
+                    return _diverged(progress.steps + 1)
                 progress.steps += 1
                 progress.batch += 1
                 bar.update()
@@ -301,6 +311,7 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run
                     bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
                     if not math.isfinite(progress.loss_sum.item()):
                         return _diverged(progress.steps)
+                setup.scheduler.step()  # after logging: steps.csv shows the rate this step used
                 if plateau is not None and plateau.reached(loss.detach()):
                     log.info("plateau: the loss fell by at most %s over %d steps", plateau.min_drop, plateau.window)
                     return "stopped"

@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from .esgd import ESGD
-from .llb import LLbSGD, layer_groups
+from .llb import LLbSGD, NonFiniteLoss, layer_groups
 from .pathsgd import PathSGD, path_kappa
 
 __all__ = [
     "ESGD",
     "LLbSGD",
+    "NonFiniteLoss",
     "OptimizerSpec",
     "PathSGD",
     "backward_and_step",
@@ -244,6 +245,8 @@ register(
             "fc_norm": "l1_mean",
             "loss_ema": 0.0,
             "min_lr_ratio": 1e-6,
+            "max_lr_ratio": 1.0,
+            "groups": "layer",
             "foreach": None,
         },
         presets={"tf1": {}},

@@ -25,14 +25,20 @@ from torch import nn
 
 from ._checks import check_values
 
-__all__ = ["CONV_NORMS", "DIRECTIONS", "FC_NORMS", "KINDS", "LLbSGD", "layer_groups"]
+__all__ = ["CONV_NORMS", "DIRECTIONS", "FC_NORMS", "GROUPINGS", "KINDS", "LLbSGD", "NonFiniteLoss", "layer_groups"]
 
 DIRECTIONS = ("gate", "signed", "loss", "extrapolate", "ratio")
+GROUPINGS = ("layer", "global")
+SHARED = ("direction", "threshold", "loss_ema", "groups")  # options of the loss (or of all layers): not per group
 CONV_NORMS = ("kernel_fro", "kernel_rms", "relative")
 FC_NORMS = ("l1_mean", "relative")
 KINDS = ("conv", "fc", "other")
 _EPS = 1e-12  # guards the relative norms against an all-zero weight
 _GLOBAL = "llb"  # key of the optimizer-wide state (loss history), beside the per-parameter entries
+
+
+class NonFiniteLoss(ValueError):
+    """The loss given to `LLbSGD.step` is NaN or infinite: the training has diverged."""
 
 
 def layer_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -80,8 +86,9 @@ class LLbSGD(torch.optim.Optimizer):
         params: `layer_groups(model)`, or plain parameters (each tensor is then its own layer, its kind
             `conv`/`fc`/`other` from its number of dimensions 4/2/other), or param-group dicts (a group's first
             tensor is the weight whose variation sets the rate; `kind` defaults from its dimensions).
-        lr: α0, the initial rate and the ceiling of every layer's rate. A learning-rate scheduler changes
-            this ceiling (and the floor `min_lr_ratio · lr`); a layer's rate is clipped into it at the next step.
+        lr: α0, every layer's initial rate; the ceiling of the rates is `max_lr_ratio · lr`. A learning-rate
+            scheduler changes `lr`, so it moves the ceiling (and the floor `min_lr_ratio · lr`); a layer's rate is
+            clipped into them at the next step.
         weight_decay: λ, added to the gradient of every parameter (L2).
         xi: ξ, the decay term of the rate update.
         threshold: τ of the `gate` direction: the rate decays when the loss fell by less than τ.
@@ -94,12 +101,19 @@ class LLbSGD(torch.optim.Optimizer):
         fc_norm: variation of an fc (and `other`) layer: `l1_mean` (mean |ΔW|) or `relative` (‖ΔW‖_1 / ‖W‖_1).
         loss_ema: β in [0, 1): with β > 0, δ uses the smoothed loss L̃^t = β L̃^{t−1} + (1 − β) L^t.
         min_lr_ratio: the floor of every rate, as a fraction of `lr`.
+        max_lr_ratio: the ceiling of every rate, as a fraction of `lr` (1: no rate exceeds α0, the paper's
+            reading; above 1 the `signed` direction can raise a rate beyond α0).
+        groups: `layer`, one rate per param group (the method); or `global`, the ablation that isolates
+            "layer-wise": one rate shared by all groups, updated by the same rule with F the mean of the groups'
+            variations (every group must then have the same `lr`, `xi`, `min_lr_ratio` and `max_lr_ratio`).
         foreach: True: the multi-tensor (`torch._foreach_*`) path; False: a plain loop over tensors; None: as
             torch.optim decides, multi-tensor on CUDA, the loop on the CPU (where it measured faster).
 
-    `direction`, `threshold` and `loss_ema` concern the loss, which all layers share: they are read from the
-    optimizer's defaults, not per group. The loss reaches `step` through a closure or `step(loss=...)`; under
-    `torch.distributed` it is averaged across workers first, so that every worker keeps the same rates.
+    `direction`, `threshold`, `loss_ema` and `groups` concern the loss, which all layers share (or all layers at
+    once): they are options of the optimizer, and a param group that sets another value is refused. The loss
+    reaches `step` through a closure or `step(loss=...)`; under `torch.distributed` it is averaged across
+    workers first, so that every worker keeps the same rates. Every direction assumes a positive loss (as
+    cross-entropy is): a non-finite loss raises `NonFiniteLoss`, a non-positive one `ValueError`.
     """
 
     def __init__(
@@ -114,9 +128,12 @@ class LLbSGD(torch.optim.Optimizer):
         fc_norm: str = "l1_mean",
         loss_ema: float = 0.0,
         min_lr_ratio: float = 1e-6,
+        max_lr_ratio: float = 1.0,
+        groups: str = "layer",
         foreach: bool | None = None,
     ) -> None:
         _check_choice("direction", direction, DIRECTIONS)
+        _check_choice("groups", groups, GROUPINGS)
         _check_choice("conv_norm", conv_norm, CONV_NORMS)
         _check_choice("fc_norm", fc_norm, FC_NORMS)
         check_values(
@@ -128,6 +145,7 @@ class LLbSGD(torch.optim.Optimizer):
                 ("threshold", threshold, math.isfinite(threshold), "finite"),
                 ("loss_ema", loss_ema, 0 <= loss_ema < 1, "in [0, 1)"),
                 ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
+                ("max_lr_ratio", max_lr_ratio, math.isfinite(max_lr_ratio) and max_lr_ratio >= 1, ">= 1, finite"),
             ),
         )
         defaults = {
@@ -140,6 +158,8 @@ class LLbSGD(torch.optim.Optimizer):
             "fc_norm": fc_norm,
             "loss_ema": loss_ema,
             "min_lr_ratio": min_lr_ratio,
+            "max_lr_ratio": max_lr_ratio,
+            "groups": groups,
             "foreach": foreach,
         }
         params = list(params)
@@ -158,6 +178,13 @@ class LLbSGD(torch.optim.Optimizer):
         for key in ("conv_norm", "fc_norm"):
             if key in param_group:
                 _check_choice(key, param_group[key], CONV_NORMS if key == "conv_norm" else FC_NORMS)
+        for key in SHARED:
+            if key in param_group and param_group[key] != self.defaults[key]:
+                raise ValueError(
+                    f"LLbSGD: {key} is one value for the whole optimizer (it concerns the loss all layers share), "
+                    f"but param group {param_group['name']!r} sets {key}={param_group[key]!r} against the "
+                    f"optimizer's {self.defaults[key]!r}: set it once, as an argument of LLbSGD"
+                )
         super().add_param_group(param_group)
 
     def layer_lrs(self) -> dict[str, float]:
@@ -204,15 +231,26 @@ class LLbSGD(torch.optim.Optimizer):
         return loss
 
     def _shared_loss(self, loss: torch.Tensor | float) -> float:
-        """The loss as a float, averaged across workers when torch.distributed is initialized."""
+        """The loss as a float, averaged across workers when torch.distributed is initialized; it must be
+        positive and finite, as every direction assumes."""
         if dist.is_available() and dist.is_initialized():
             device = self.param_groups[0]["params"][0].device
             if dist.get_backend() == "gloo":
                 device = torch.device("cpu")
             value = torch.as_tensor(loss, dtype=torch.float64).detach().to(device).clone()
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
-            return value.item() / dist.get_world_size()
-        return float(loss)  # the one host sync of the step
+            value = value.item() / dist.get_world_size()
+        else:
+            value = float(loss)  # the one host sync of the step
+        direction = self.defaults["direction"]
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"LLbSGD: the loss given to step is {value} (direction={direction!r}): diverged")
+        if value <= 0:
+            raise ValueError(
+                f"LLbSGD: the loss given to step is {value}, but direction={direction!r} assumes a positive loss "
+                "(as cross-entropy is); a non-positive loss would invert the rule. Shift the loss to be positive."
+            )
+        return value
 
     def _direction(self, loss: float) -> float:
         """δ^t from the loss history (kept in the optimizer state), which it then advances."""
@@ -227,20 +265,30 @@ class LLbSGD(torch.optim.Optimizer):
         return direction_value(self.defaults["direction"], current, previous, self.defaults["threshold"])
 
     def _new_rates(self, delta: float) -> torch.Tensor:
-        """α^t = clip(α^{t−1} · exp(−ξ δ F), min_lr_ratio · α0, α0) for every layer at once (float64, no sync)."""
+        """α^t = clip(α^{t−1} · exp(−ξ δ F), min_lr_ratio · α0, max_lr_ratio · α0) for every layer at once (float64,
+        no sync); with `groups=global`, F is the mean of the groups' variations, so every rate stays the same."""
         groups = self.param_groups
         device = groups[0]["params"][0].device
         shared = self.state[_GLOBAL]
-        ceiling = torch.tensor([g["lr"] for g in groups], dtype=torch.float64, device=device)
-        rates = shared.get("rates", ceiling[:0]).to(device)
-        variations = shared.get("variations", ceiling[:0]).to(device)
+
+        def per_group(key: str) -> torch.Tensor:
+            return torch.tensor([g[key] for g in groups], dtype=torch.float64, device=device)
+
+        if self.defaults["groups"] == "global":
+            for key in ("lr", "xi", "min_lr_ratio", "max_lr_ratio"):
+                if len({g[key] for g in groups}) > 1:
+                    raise ValueError(f"LLbSGD: groups='global' shares one rate, but the param groups differ in {key}")
+        initial = per_group("lr")
+        rates = shared.get("rates", initial[:0]).to(device)
+        variations = shared.get("variations", initial[:0]).to(device)
         if len(rates) < len(groups):  # first step, or groups added since: they start at α0 with F = 0
-            rates = torch.cat([rates, ceiling[len(rates) :]])
-            variations = torch.cat([variations, torch.zeros_like(ceiling[len(variations) :])])
+            rates = torch.cat([rates, initial[len(rates) :]])
+            variations = torch.cat([variations, torch.zeros_like(initial[len(variations) :])])
+        if self.defaults["groups"] == "global":
+            variations = variations.mean().expand_as(variations)
         if delta != 0.0:
-            xi = torch.tensor([g["xi"] for g in groups], dtype=torch.float64, device=device)
-            rates = rates * torch.exp(-delta * xi * variations)
-        floor = ceiling * torch.tensor([g["min_lr_ratio"] for g in groups], dtype=torch.float64, device=device)
+            rates = rates * torch.exp(-delta * per_group("xi") * variations)
+        floor, ceiling = initial * per_group("min_lr_ratio"), initial * per_group("max_lr_ratio")
         return torch.minimum(torch.maximum(rates, floor), ceiling)
 
 

@@ -142,9 +142,10 @@ def fig7_initial_rate(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Pa
     return _save(figure, out, "fig7_initial_rate")
 
 
+# shifted to be positive wherever a trajectory goes (|y| ≤ 3), as the loss LLb-SGD reads must be
 SADDLES: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
-    "plain": ("f = x² − y²", lambda p: p[0] ** 2 - p[1] ** 2),
-    "badly_scaled": ("f = 0.05x² − y² + 0.25y⁴", lambda p: 0.05 * p[0] ** 2 - p[1] ** 2 + 0.25 * p[1] ** 4),
+    "plain": ("f = 10 + x² − y²", lambda p: 10 + p[0] ** 2 - p[1] ** 2),
+    "badly_scaled": ("f = 2 + 0.05x² − y² + 0.25y⁴", lambda p: 2 + 0.05 * p[0] ** 2 - p[1] ** 2 + 0.25 * p[1] ** 4),
 }
 
 

@@ -354,6 +354,8 @@ def test_closure_supplies_the_loss():
         ({"lr": 0.0}, "lr=0.0 must be > 0"),
         ({"loss_ema": 1.0}, "loss_ema=1.0 must be in [0, 1)"),
         ({"min_lr_ratio": 2.0}, "min_lr_ratio=2.0 must be in [0, 1]"),
+        ({"max_lr_ratio": 0.5}, "max_lr_ratio=0.5 must be >= 1, finite"),
+        ({"groups": "net"}, "groups='net' is not one of layer, global"),
         ({"weight_decay": -1.0}, "weight_decay=-1.0 must be >= 0"),
     ],
 )
@@ -381,6 +383,70 @@ def test_a_scheduler_lowers_the_ceiling_and_the_rates_follow():
     assert all(0.2 < r < 0.4 for r in history[4].values())  # decayed by the variations, below α0 = 0.4
     assert all(r == pytest.approx(0.04, rel=1e-6) for r in history[5].values())  # clipped to the new α0
     assert all(r < 0.04 for r in history[9].values())
+
+
+# --- the ablation options: one shared rate, a ceiling above α0; the loss a step accepts ------------------
+
+
+def test_global_groups_share_one_rate_that_follows_the_rule_with_the_mean_variation():
+    model = small_cnn()
+    opt = LLbSGD(layer_groups(model), lr=0.5, xi=3.0, groups="global")
+    losses = [1.0 + 0.1 * t for t in range(12)]  # a rising loss: under gate δ^t = L^t from the second step on
+    expected, variations = 0.5, None
+    for t, loss in enumerate(losses):
+        random_steps(opt, model, 1, seed=t, losses=[loss])
+        rates = list(opt.layer_lrs().values())
+        assert len(set(rates)) == 1  # one value in every column of layer_lrs.csv
+        if variations is not None:  # δ^1 = 0: the first step keeps α0
+            expected = max(expected * math.exp(-3.0 * loss * float(np.mean(variations))), 0.5e-6)
+        assert rates[0] == pytest.approx(expected, rel=1e-12)
+        variations = list(opt.layer_variations().values())
+    assert expected < 0.4  # it did decay
+
+    per_layer = LLbSGD(layer_groups(small_cnn()), lr=0.5, xi=3.0)
+    random_steps(per_layer, small_cnn(), 1)
+    with pytest.raises(ValueError, match="groups='global' shares one rate, but the param groups differ in lr"):
+        mixed = LLbSGD([{"params": [p], "lr": 0.1 * (i + 1)} for i, p in enumerate(small_cnn().parameters())],
+                       lr=0.1, groups="global")  # fmt: skip
+        mixed.step(loss=1.0)
+
+
+def test_max_lr_ratio_lets_signed_raise_a_rate_above_alpha0_up_to_its_ceiling():
+    falling = [3.0 - 0.2 * t for t in range(12)]  # δ < 0 under signed: the rates rise
+    capped = small_cnn()
+    at_alpha0 = LLbSGD(layer_groups(capped), lr=0.1, xi=5.0, direction="signed")
+    assert all(r == pytest.approx(0.1) for rates in random_steps(at_alpha0, capped, 12, losses=falling)
+               for r in rates.values())  # fmt: skip
+    model = small_cnn()
+    opt = LLbSGD(layer_groups(model), lr=0.1, xi=5.0, direction="signed", max_lr_ratio=3.0)
+    history = random_steps(opt, model, 12, losses=falling)
+    assert all(r == 0.1 for r in history[0].values())  # the first rate is α0, not the ceiling
+    assert all(0.1 <= r <= 0.3 + 1e-12 for rates in history for r in rates.values())
+    assert max(history[-1].values()) > 0.1 and max(history[-1].values()) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(("loss", "error"), [(float("nan"), "NonFiniteLoss"), (float("inf"), "NonFiniteLoss"),
+                                             (0.0, "ValueError"), (-1.0, "ValueError")])  # fmt: skip
+def test_a_non_positive_or_non_finite_loss_is_refused_naming_the_direction(loss, error):
+    from llbbench.optim import NonFiniteLoss
+
+    model = small_cnn()
+    opt = LLbSGD(layer_groups(model), lr=0.1, direction="extrapolate")
+    random_steps(opt, model, 1)
+    with pytest.raises(ValueError, match=r"direction='extrapolate'") as info:
+        random_steps(opt, model, 1, losses=[loss])
+    assert isinstance(info.value, NonFiniteLoss) == (error == "NonFiniteLoss")
+
+
+@pytest.mark.parametrize(("key", "value"), [("direction", "signed"), ("threshold", 0.5), ("loss_ema", 0.9),
+                                            ("groups", "global")])  # fmt: skip
+def test_a_per_group_value_of_a_loss_option_is_refused(key, value):
+    groups = layer_groups(small_cnn())
+    groups[1][key] = value
+    with pytest.raises(ValueError, match=rf"{key} is one value for the whole optimizer .* group '3' sets {key}="):
+        LLbSGD(groups, lr=0.1)
+    groups[1][key] = LLbSGD(layer_groups(small_cnn()), lr=0.1).defaults[key]  # the optimizer's own value is fine
+    LLbSGD(groups, lr=0.1)
 
 
 def test_registry_builds_llb_over_layer_groups():
