@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import warnings
@@ -20,13 +21,15 @@ Reproduce and re-examine Zheng et al. (2019), "Layer-wise learning based stochas
 commands:
   run      train one run (or, with --multirun/-m, a sweep) configured by Hydra overrides,
            e.g. `llbbench run optimizer=adam train.epochs=2`; `llbbench run --help` lists the config groups
+  tune     the initial rate of every (network, optimizer) of an experiment's sweep, on one fold:
+           `llbbench tune experiment=table2_cifar10 scale=small`; then `llbbench run -m experiment=... tuned=true`
   report   the paper's tables, figures and a claims check from run directories:
            `llbbench report results/table2_cifar10 [DIR ...] [--out OUT] [--formats md,tex,csv]`
 
 `llbbench COMMAND --help` says more about each command.
 """
 
-COMMANDS = ("run", "report")
+COMMANDS = ("run", "tune", "report")
 
 
 def _run(cfg: DictConfig) -> str:
@@ -76,10 +79,46 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "run":
         return run(rest)
+    if command == "tune":
+        return tune(rest)
     if command == "report":
         return report(rest)
     print(f"llbbench: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2
+
+
+TUNE_HELP = """\
+usage: llbbench tune experiment=NAME [OVERRIDE ...]
+
+For every (network, optimizer) of the experiment's sweep (an optimizer with a schedule, or LLb-SGD with
+groups=global, counts as its own), train five initial rates spaced by sqrt(10) around its configured rate on
+fold tune.fold (default 0), at the experiment's budget; the lowest final validation loss wins (diverged: +inf;
+ties: the smaller rate); a winner on the grid's edge extends it, at most tune.max_extend (2) times. The runs are
+ordinary runs of the experiment (skipped when done, resumable; hydra/launcher=... works). Writes
+<results_dir>/<experiment_name>/tuning.json; `llbbench run -m experiment=NAME tuned=true` runs the grid at the
+winners. Overrides are those of `llbbench run`, e.g. scale=small results_dir=results/small.
+"""
+
+
+def tune(argv: list[str]) -> int:
+    """`llbbench tune`: tune the experiment's rates and say where the result is."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(TUNE_HELP, end="")
+        return 0 if argv else 2
+    from hydra.errors import HydraException
+
+    from . import tuning
+
+    try:
+        path = tuning.tune(argv)
+    except (ValueError, FileNotFoundError, HydraException) as e:
+        print(f"llbbench tune: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    for entry in json.loads(path.read_text()):
+        edge = " (on the grid's edge)" if entry["edge"] else ""
+        print(f"{entry['network']} × {entry['optimizer']}: {entry['winner']:.4g}{edge}")
+    print(f"tuning written: {path}")
+    return 0
 
 
 def report(argv: list[str]) -> int:

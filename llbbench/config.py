@@ -41,13 +41,13 @@ def config_dir() -> Path:
     return Path(str(importlib.resources.files(CONFIG_PACKAGE)))
 
 
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """The run config for `overrides`, composed by Hydra outside any app (for scripts and tests)."""
+def compose(overrides: list[str] | tuple[str, ...] = (), hydra: bool = False) -> DictConfig:
+    """The run config for `overrides`, composed by Hydra outside any app (with Hydra's own node if `hydra`)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
     with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-        return hydra_compose(CONFIG_NAME, overrides=list(overrides))
+        return hydra_compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=hydra)
 
 
 # --- resolvers ---
@@ -92,9 +92,24 @@ def _data_fingerprint(*, _parent_: DictConfig) -> str:
         return data.UNAVAILABLE
 
 
+def _tuned_lr(configured: Any, *, _root_: DictConfig) -> Any:
+    """`${tuned_lr:RATE}` (each optimizer's `lr`): RATE, or with `tuned=true` the winner in tuning.json.
+
+    It never raises: with `tuned=true` and no winner it gives RATE, and `check` then names what is missing."""
+    if not _root_.get("tuned", False):
+        return configured
+    from .tuning import tuned_rate
+
+    try:
+        return tuned_rate(_root_)
+    except Exception:
+        return configured
+
+
 OmegaConf.register_new_resolver("pick", _pick, replace=True)
 OmegaConf.register_new_resolver("run_id", _run_id, replace=True)
 OmegaConf.register_new_resolver("data_fingerprint", _data_fingerprint, replace=True)
+OmegaConf.register_new_resolver("tuned_lr", _tuned_lr, replace=True)
 
 
 # --- the typed schema of the run's own values; `min` in a field's metadata is its smallest valid value ---
@@ -138,6 +153,12 @@ class TableOneConfig:
 
 
 @dataclass
+class TuneConfig:
+    fold: int = _at_least(0, 0)
+    max_extend: int = _at_least(0, 2)
+
+
+@dataclass
 class RunConfig:
     scale: str = "full"
     seed: int = _at_least(0, 0)
@@ -146,6 +167,8 @@ class RunConfig:
     cv: CVConfig = field(default_factory=CVConfig)
     hp: TableOneConfig = field(default_factory=TableOneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    tuned: bool = False
     results_dir: str = "results"
     experiment_name: str = "runs"
     rerun: bool = False
@@ -230,6 +253,10 @@ def check(cfg: DictConfig) -> DictConfig:
 
     if typed.fold is not None and typed.fold >= typed.cv.folds:
         raise ConfigError(f"fold={typed.fold} is out of range: use 0..{typed.cv.folds - 1} (cv.folds) or none")
+    if typed.tuned:
+        from .tuning import tuned_rate
+
+        tuned_rate(cfg)  # a missing winner is named here, before any run starts
     return typed
 
 

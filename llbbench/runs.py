@@ -43,6 +43,8 @@ NOT_IDENTITY = (
     "dataset.num_workers",
     "train.log_every",
     "train.eval_batch_size",
+    "tune",  # how rates are tuned, and whether a run takes the tuned rate: the rate itself is in the identity
+    "tuned",
 )
 
 

@@ -22,7 +22,10 @@ def test_run_help_shows_the_config_groups():
     out = llbbench("run", "--help")
     assert out.returncode == 0
     assert "train one network with one optimizer" in out.stdout
-    assert "optimizer: adadelta, adagrad, adam, esgd, llb, nag, pathsgd, rmsprop, sgd" in out.stdout
+    assert (
+        "optimizer: adadelta, adagrad, adam, esgd, llb, llb_global, nag, pathsgd, rmsprop, sgd, sgd_cosine, "
+        "sgd_inverse_time" in out.stdout
+    )
     assert "dataset: cifar10" in out.stdout and "init: default, msra" in out.stdout
 
 

@@ -12,12 +12,15 @@ ENTRIES = [(g, p.stem) for g in GROUPS for p in sorted((config_dir() / g).glob("
 EXPERIMENTS = [p.stem for p in sorted((config_dir() / "experiment").glob("*.yaml"))]
 
 
+CONTROLS = {"sgd_inverse_time": "sgd", "sgd_cosine": "sgd", "llb_global": "llb"}  # optimizer entries of the controls
+
+
 @pytest.mark.parametrize(("group", "entry"), ENTRIES)
 def test_every_group_entry_composes_and_builds(make_config, image_root, group, entry):
     folder = group == "dataset" and entry != "cifar10"
     extra = [f"dataset.root={image_root}", "dataset.num_workers=0"] if folder else []
     cfg = make_config(f"{group}={entry}", *extra)
-    assert cfg[group].name == entry
+    assert cfg[group].name == CONTROLS.get(entry, entry)
     setup = train.prepare(cfg)
     assert setup.spec.name == cfg.optimizer.name
     assert len(setup.data.train) + len(setup.data.val) == (18 if folder else 600)
@@ -32,7 +35,16 @@ def test_every_experiment_composes(make_config, experiment):
 def test_every_optimizer_yaml_names_a_registered_optimizer():
     from llbbench import optim
 
-    assert sorted(p.stem for p in (config_dir() / "optimizer").glob("*.yaml")) == optim.names()
+    entries = sorted(p.stem for p in (config_dir() / "optimizer").glob("*.yaml"))
+    assert sorted(set(entries) - set(CONTROLS)) == optim.names()
+
+
+def test_the_controls_are_their_optimizer_with_a_schedule_or_one_global_rate(make_config):
+    cosine, inverse, shared = (make_config(f"optimizer={c}") for c in ("sgd_cosine", "sgd_inverse_time", "llb_global"))
+    assert (cosine.optimizer.name, cosine.train.schedule) == ("sgd", "cosine")
+    assert (inverse.optimizer.name, inverse.train.schedule) == ("sgd", "inverse_time")
+    assert (shared.optimizer.name, shared.optimizer.groups, shared.train.schedule) == ("llb", "global", "constant")
+    assert make_config("optimizer=sgd_cosine", "train.schedule=exponential").train.schedule == "exponential"
 
 
 def test_fold_none_trains_on_everything(make_config):

@@ -24,7 +24,11 @@ GROUPS = {"table2": ("table2", "quickstart"), "table3": ("table3",), "table4": (
 
 
 def group_runs(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The runs behind each table and figure, by the experiment that made them."""
+    """The runs behind each table and figure, by the experiment that made them (tuning-only runs left out)."""
+    from .runs import TUNING
+
+    if len(runs):
+        runs = runs[runs["protocol"] != TUNING]
     groups = {
         name: runs[runs["experiment"].str.startswith(prefixes)] if len(runs) else runs
         for name, prefixes in GROUPS.items()
@@ -89,7 +93,7 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     if unknown:
         raise ValueError(f"unknown format {', '.join(unknown)}; valid formats: {', '.join(FORMATS)}")
     from . import claims, figures, tables
-    from .runs import epoch_curves, load_runs
+    from .runs import epoch_curves, load_runs, load_tunings, one_shot
 
     out = Path(out) if out is not None else roots[0] / "report"
     if out.exists() and not out.is_dir():
@@ -101,20 +105,21 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
         raise FileNotFoundError(f"no readable run directories (with summary.json) under {', '.join(map(str, roots))}")
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
+    paper = {name: one_shot(group) for name, group in groups.items()}  # the paper's protocol: configured rates
     scale_note = f"scale: {', '.join(sorted(set(runs['scale'].astype(str))))}"
 
-    written_tables = tables.all_tables(runs, groups)
+    written_tables = tables.all_tables(groups, load_tunings(runs))
     for table in written_tables:
         table.write(out, formats)
-    curves = epoch_curves(groups["table2"])
+    curves = epoch_curves(paper["table2"])
     trajectories, left_out = figures.saddle_trajectories()
     drawn = {
         "Fig. 5": figures.fig5_training_curves(curves, out, scale_note),
-        "Fig. 6": figures.fig6_layer_rates(groups["table2"], out, scale_note),
-        "Fig. 7": figures.fig7_initial_rate(groups["fig7"], out, scale_note),
+        "Fig. 6": figures.fig6_layer_rates(paper["table2"], out, scale_note),
+        "Fig. 7": figures.fig7_initial_rate(paper["fig7"], out, scale_note),
         "Fig. 8": figures.fig8_saddles(out, trajectories, left_out),
     }
-    claim_list = claims.all_claims(groups, curves, trajectories)
+    claim_list = claims.all_claims(paper, curves, trajectories)
     header = "\n".join(describe(runs, unreadable))
     (out / "claims.md").write_text(
         "# Claims of Zheng et al. (2019), checked\n\n" + header + "\n\n" + "\n".join(c.markdown() for c in claim_list)

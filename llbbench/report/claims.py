@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .figures import escape_steps
-from .runs import FINISHED, NETWORKS, OPTIMIZER_NAMES, ordered
+from .runs import FINISHED, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, optimizer_label, ordered
 
 HOLDS, FAILS, UNMEASURED = "holds", "does not hold", "not measured"
 HARDLY = 0.10  # "hardly depends": the spread (max − min) of the means is at most 10% of their mean
@@ -100,7 +100,8 @@ def beats(runs: pd.DataFrame, rivals: tuple[str, ...], title: str, paper: str, m
             continue
         of = means.loc[network]
         others = of.drop(index="llb")
-        others = others.loc[[r for r in rivals if r in others.index]] if rivals else others
+        # the paper's baselines (the schedule and grouping controls are not among them)
+        others = others.loc[[r for r in (rivals or OPTIMIZERS) if r in others.index]]
         if others.empty:
             continue
         mine = of.loc["llb"]
@@ -108,7 +109,7 @@ def beats(runs: pd.DataFrame, rivals: tuple[str, ...], title: str, paper: str, m
         ok = bool(mine["train_loss"] < best_train and mine["test_loss"] < best_test)
         text = (
             f"{network}: LLb-SGD train/test {mine['train_loss']:.4f}/{mine['test_loss']:.4f}; best of "
-            f"{', '.join(OPTIMIZER_NAMES.get(o, o) for o in others.index)}: {best_train:.4f}/{best_test:.4f}"
+            f"{', '.join(optimizer_label(o) for o in others.index)}: {best_train:.4f}/{best_test:.4f}"
         )
         if margins:
             text += f"; margin {best_train - mine['train_loss']:+.4f}/{best_test - mine['test_loss']:+.4f}"

@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # figures without pyplot: no global state, no display backend
 
 from .. import optim  # the optimizers only: the report never imports the training code
-from .runs import FINISHED, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, layer_rates, ordered
+from .runs import FINISHED, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, layer_rates, optimizer_label, ordered
 
 DECAY_K = 0.9  # Fig. 6: the paper's k of α0/(1+kt) and α0·e^(−kt), t in epochs
 SADDLE_START = (1.0, 0.01)
@@ -74,7 +74,7 @@ def fig5_training_curves(curves: pd.DataFrame, out: Path, scale_note: str) -> li
         means = {}
         for optimizer in ordered(of_network["optimizer"], OPTIMIZERS):
             stats = of_network[of_network["optimizer"] == optimizer].groupby("epoch")["train_loss"].agg(["mean", "std"])
-            name = OPTIMIZER_NAMES.get(optimizer, optimizer)
+            name = optimizer_label(optimizer)
             line = ax.plot(stats.index, stats["mean"], label=name, lw=1.4)[0]
             ax.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0),
                             color=line.get_color(), alpha=0.15, lw=0)  # fmt: skip

@@ -7,6 +7,7 @@ training code is imported.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,29 @@ OPTIMIZER_NAMES = {
     "esgd": "ESGD",
 }
 INITS = ("uniform", "normal", "xavier", "msra", "default")
+TUNING_FILE = "tuning.json"  # beside an experiment's run directories, written by `llbbench tune`
+# how a run's rate came about: the configured rate (the paper's protocol), a tuned winner, both at once, or
+# another rate of a tuning grid (a tuning run only: it enters no table but Table 1's tuning grids)
+ONE_SHOT, TUNED, BOTH, TUNING = "one-shot", "tuned", "both", "tuning"
 SKIP_FOLDERS = {".submitit", ".sweeps", ".hydra", "report"}
 FINISHED = ("completed", "stopped")  # statuses whose final metrics count (a stopped run met its stop rule)
+
+
+def optimizer_variant(optimizer: dict[str, Any], train: dict[str, Any]) -> str:
+    """The optimizer as a comparison names it: its name, then `+<schedule>` for a schedule other than constant
+    and `+global` for LLb-SGD with one shared rate (e.g. `sgd+cosine`, `llb+global`)."""
+    label = optimizer["name"]
+    if train.get("schedule", "constant") != "constant":
+        label += f"+{train['schedule']}"
+    if optimizer.get("groups", "layer") == "global":
+        label += "+global"
+    return label
+
+
+def optimizer_label(variant: str) -> str:
+    """A variant as a table shows it: `sgd+cosine` → `SGD (cosine)`."""
+    name, *extras = variant.split("+")
+    return OPTIMIZER_NAMES.get(name, name) + "".join(f" ({extra})" for extra in extras)
 
 
 def find_runs(roots: Iterable[str | Path]) -> list[Path]:
@@ -54,8 +76,50 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[pd.DataFrame, dict[str, str]
             rows.append(_row(path))
         except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
             unreadable[str(path)] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    columns = ["path", "experiment", "scale", "dataset", "model", "optimizer", "fold", "status"]
-    return (pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)), unreadable
+    columns = ["path", "experiment", "scale", "dataset", "model", "optimizer", "fold", "status", "protocol"]
+    if not rows:
+        return pd.DataFrame(columns=columns), unreadable
+    runs = pd.DataFrame(rows)
+    tunings = load_tunings(runs)
+    runs["protocol"] = [protocol(row, tunings.get(str(Path(row.path).parent), [])) for row in runs.itertuples()]
+    return runs, unreadable
+
+
+def one_shot(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs at their configured rates (the paper's protocol)."""
+    return runs[runs["protocol"].isin((ONE_SHOT, BOTH))] if len(runs) else runs
+
+
+def tuned(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs at their tuned rates."""
+    return runs[runs["protocol"].isin((TUNED, BOTH))] if len(runs) else runs
+
+
+def load_tunings(runs: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """The tuning.json of each experiment folder that holds one (folder → its entries)."""
+    found = {}
+    for folder in sorted({str(Path(p).parent) for p in runs["path"]}):
+        file = Path(folder) / TUNING_FILE
+        if file.exists():
+            try:
+                found[folder] = json.loads(file.read_text())
+            except ValueError as e:
+                raise ValueError(f"{file} is unreadable ({e}); run llbbench tune again to rewrite it") from None
+    return found
+
+
+def protocol(run: Any, entries: list[dict[str, Any]]) -> str:
+    """How `run`'s rate came about, from its experiment's tuning entries (ONE_SHOT without any)."""
+    entry = next((e for e in entries if e["network"] == run.model and e["optimizer"] == run.optimizer), None)
+    if entry is None:
+        return ONE_SHOT
+
+    def same(rate: float | None) -> bool:
+        return rate is not None and run.lr is not None and math.isclose(float(run.lr), rate, rel_tol=1e-9)
+
+    configured = same(entry["configured"]) or run.lr is None  # None: the preset's rate, as configured
+    tuned = same(entry.get("winner"))
+    return BOTH if configured and tuned else TUNED if tuned else ONE_SHOT if configured else TUNING
 
 
 def _row(path: Path) -> dict[str, Any]:
@@ -75,7 +139,9 @@ def _row(path: Path) -> dict[str, Any]:
         "model": model["name"],
         "width": model.get("width", 1.0),
         "dropout": model.get("dropout"),
-        "optimizer": optimizer["name"],
+        "optimizer": optimizer_variant(optimizer, train),  # e.g. sgd, or sgd+cosine for a control
+        "optimizer_name": optimizer["name"],
+        "schedule": train.get("schedule", "constant"),
         "preset": optimizer.get("preset"),
         "lr": optimizer.get("lr"),
         "weight_decay": optimizer.get("weight_decay"),

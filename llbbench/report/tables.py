@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import FINISHED, INITS, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, ordered
+from .runs import FINISHED, INITS, NETWORKS, OPTIMIZERS, one_shot, optimizer_label, ordered, tuned
 
 METRICS = {"train_loss": "train loss", "test_loss": "test loss", "test_acc": "test acc."}
 LOWER_IS_BETTER = {"train_loss": True, "test_loss": True, "test_acc": False}
@@ -132,7 +132,7 @@ def grid_table(name: str, caption: str, runs: pd.DataFrame, column: str, order: 
     training loss, test loss and test accuracy; the best cell of each network and metric in bold."""
     networks = ordered(runs["model"], NETWORKS)
     values = ordered(runs[column], order)
-    label = (lambda v: OPTIMIZER_NAMES.get(v, v)) if column == "optimizer" else str
+    label = optimizer_label if column == "optimizer" else str
     header = ["network", "metric", *[label(v) for v in values]]
     rows, bold, records, missing, diverged = [], set(), [], [], []
     for network in networks:
@@ -198,7 +198,7 @@ def hyperparameter_table(runs: pd.DataFrame) -> Table:
         for optimizer in ordered(of_dataset["optimizer"], OPTIMIZERS):
             subset = of_dataset[of_dataset["optimizer"] == optimizer]
             values = {key: _distinct(subset[key]) for key in columns}
-            rows.append([dataset, OPTIMIZER_NAMES.get(optimizer, optimizer), *values.values()])
+            rows.append([dataset, optimizer_label(optimizer), *values.values()])
             records.append({"dataset": dataset, "optimizer": optimizer, **values})
     notes = ["Values as the runs found used them; several values are listed when runs differ."]
     return Table("table1", "Table 1: hyper-parameters per dataset", header, rows, set(), notes, pd.DataFrame(records))
@@ -209,15 +209,58 @@ def _distinct(values: pd.Series) -> str:
     return ", ".join(f"{v:g}" for v in present) if present else MISSING
 
 
-def all_tables(runs: pd.DataFrame, groups: dict[str, pd.DataFrame]) -> list[Table]:
-    """Tables 1–4 from the runs of each experiment group (an empty group gives no table)."""
-    tables = [hyperparameter_table(runs)] if len(runs) else []
+def tuning_table(tunings: dict[str, list[dict]]) -> Table:
+    """Table 1, tuned: each (network, optimizer)'s grid of rates, the validation loss each reached, the winner."""
+    header = ["experiment", "network", "optimizer", "fold", "rates (validation loss)", "winner"]
+    rows, records = [], []
+    for folder, entries in sorted(tunings.items()):
+        for e in entries:
+            tried = ", ".join(
+                f"{rate:.3g} ({'div.' if loss is None else f'{loss:.3f}'})"
+                for rate, loss in zip(e["grid"], e["val_loss"], strict=True)
+            )
+            edge = " (edge)" if e.get("edge") else ""
+            winner = f"{e['winner']:.3g}{edge}" if e.get("winner") is not None else MISSING
+            experiment = Path(folder).name
+            rows.append([experiment, e["network"], optimizer_label(e["optimizer"]), str(e["fold"]), tried, winner])
+            records.append({"experiment": experiment, **e})
+    notes = [
+        "Each rate trained on the tuning fold at the experiment's budget; the lowest final validation loss wins "
+        "(div.: diverged, counted as infinite; ties: the smaller rate). (edge): the winner is still on the "
+        "grid's edge after all extensions."
+    ]
+    caption = "Table 1 (tuned): the rate grids and their winners"
+    return Table("table1_tuning", caption, header, rows, set(), notes, pd.DataFrame(records))
+
+
+ONE_SHOT_NOTE = "Rates: one-shot, each optimizer's configured rate (the paper's protocol)."
+
+
+def all_tables(groups: dict[str, pd.DataFrame], tunings: dict[str, list[dict]]) -> list[Table]:
+    """Tables 1–4 from the runs of each experiment group (an empty group gives no table); beside each of
+    Tables 2–4, its tuned version when runs at tuned rates exist."""
+    everything = pd.concat([g for g in groups.values() if len(g)]) if any(len(g) for g in groups.values()) else None
+    tables = [hyperparameter_table(one_shot(everything))] if everything is not None else []
+    if tunings:
+        tables.append(tuning_table(tunings))
     specs = [
         ("table2", "Table 2: final training loss, test loss and test accuracy per optimizer", "optimizer", OPTIMIZERS),
         ("table3", "Table 3: LLb-SGD under batch sizes", "batch_size", (16, 32, 64, 128, 256)),
         ("table4", "Table 4: LLb-SGD under initializations", "init", INITS),
     ]
+    folds = sorted({e["fold"] for entries in tunings.values() for e in entries})
+    tuned_note = (
+        f"Rates: tuned — chosen by fold {', '.join(map(str, folds))}'s validation loss (Table 1, tuned); the test "
+        "split, which tuning never sees, is what the test columns report."
+    )
     for name, caption, column, order in specs:
-        if len(groups.get(name, ())):
-            tables.append(grid_table(name, caption, groups[name], column, order))
+        runs = groups.get(name, pd.DataFrame())
+        if len(one_shot(runs)):
+            table = grid_table(name, caption + " (one-shot rates)", one_shot(runs), column, order)
+            table.notes.insert(0, ONE_SHOT_NOTE)
+            tables.append(table)
+        if len(tuned(runs)):
+            table = grid_table(f"{name}_tuned", caption + " (tuned rates)", tuned(runs), column, order)
+            table.notes.insert(0, tuned_note)
+            tables.append(table)
     return tables

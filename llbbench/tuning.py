@@ -1,0 +1,192 @@
+"""`llbbench tune experiment=NAME`: the initial rate of every (network, optimizer) of an experiment's sweep.
+
+For each (network, optimizer) of the sweep — an optimizer with a schedule or with `groups=global` counts as its
+own, e.g. `sgd+cosine` — five rates spaced by √10 around its configured rate are trained on fold `tune.fold` at
+the experiment's own budget. The lowest final validation loss wins (a diverged run counts as +∞; a failed run
+stops the tuning with its error; ties go to the smaller rate). A winner on an edge of the grid extends it by one
+rate on that side, at most `tune.max_extend` times. Tuning runs are ordinary runs of the experiment (same
+directory, content-addressed, resumable), launched by `llbbench run -m` with any `hydra/launcher`. The result is
+`<results_dir>/<experiment_name>/tuning.json`; `llbbench run -m experiment=NAME tuned=true` then runs the grid at
+the winners, on every fold, and finds the tuning fold's winning run already done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import config
+from .report.runs import TUNING_FILE, optimizer_variant
+from .runs import final_status, run_id
+from .sweeps import sweep_points
+
+
+@dataclass
+class Tuned:
+    """One (network, optimizer) of the sweep: its grid of rates (ascending) and what each reached."""
+
+    network: str
+    optimizer: str
+    configured: float
+    fold: int
+    grid: list[float]
+    val_loss: list[float | None] = field(default_factory=list)  # None: diverged
+    winner: float | None = None
+    edge: bool = False
+    overrides: list[str] = field(default_factory=list, repr=False)  # the sweep point, at the tuning fold
+
+    def record(self) -> dict[str, Any]:
+        keep = ("network", "optimizer", "grid", "val_loss", "winner", "fold", "edge", "configured")
+        return {key: value for key, value in asdict(self).items() if key in keep}
+
+
+def rate_at(center: float, step: int) -> float:
+    """The rate `step` half-decades from `center`: center · 10^(step/2)."""
+    return center * 10 ** (step / 2) if step >= 0 else center / 10 ** (-step / 2)
+
+
+def grid_around(center: float, low: int = -2, high: int = 2) -> list[float]:
+    """The rates `center` · 10^(i/2) for i from `low` to `high`, ascending (default: five around `center`)."""
+    return [rate_at(center, i) for i in range(low, high + 1)]
+
+
+def best(grid: list[float], losses: list[float | None]) -> int:
+    """The index of the winning rate: the lowest loss (None, a diverged run, counts as +∞); ties: the smaller rate."""
+    keyed = [(math.inf if loss is None or not math.isfinite(loss) else loss, rate, i) for i, (rate, loss) in
+             enumerate(zip(grid, losses, strict=True))]  # fmt: skip
+    return min(keyed)[2]
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(the run's overrides, Hydra's own: `hydra/...` and `hydra.` keys, e.g. the launcher)."""
+    hydra = [o for o in overrides if o.lstrip("+~").startswith(("hydra/", "hydra."))]
+    return [o for o in overrides if o not in hydra], hydra
+
+
+def candidates(overrides: list[str]) -> tuple[list[Tuned], DictConfig]:
+    """Every (network, optimizer) of the experiment's sweep at the tuning fold, with its grid; and the config."""
+    sweep = config.compose(overrides, hydra=True)
+    if not OmegaConf.select(sweep, "hydra.sweeper.params"):
+        raise ValueError("llbbench tune needs an experiment with a sweep: add experiment=NAME (e.g. table2_cifar10)")
+    fold = sweep.tune.fold
+    found: dict[tuple[str, str], Tuned] = {}
+    for point in sweep_points(sweep) or []:
+        cfg = config.compose(point)
+        if cfg.fold is None or str(cfg.fold).lower() == "none" or int(cfg.fold) != fold:
+            continue
+        values = OmegaConf.to_container(cfg, resolve=True)
+        key = (values["model"]["name"], optimizer_variant(values["optimizer"], values["train"]))
+        if key not in found:
+            center = values["optimizer"]["lr"]
+            if center is None:  # the preset's value
+                from . import optim
+
+                spec = optim.get(values["optimizer"]["name"])
+                center = spec.hparams(values["optimizer"].get("preset", "torch"))["lr"]
+            found[key] = Tuned(*key, configured=float(center), fold=fold, grid=grid_around(float(center)),
+                               overrides=list(point))  # fmt: skip
+    if not found:
+        raise ValueError(f"the sweep has no run on the tuning fold tune.fold={fold}")
+    return list(found.values()), sweep
+
+
+def run_dir(overrides: list[str], rate: float) -> Path:
+    """Where the run of `overrides` at initial rate `rate` lives (its content-addressed directory)."""
+    cfg = config.compose([*overrides, f"optimizer.lr={rate!r}"])
+    values = OmegaConf.to_container(cfg, resolve=True)
+    return Path(values["results_dir"]) / values["experiment_name"] / run_id(values)
+
+
+def outcome(path: Path) -> float | str | None:
+    """A finished run's final validation loss (None when it diverged); `pending` when it has not ended."""
+    status = final_status(path)
+    if status is None:
+        return "pending"
+    summary = json.loads((path / "summary.json").read_text())
+    if status == "failed":
+        error = (summary.get("error") or {}).get("message", "?")
+        raise ValueError(f"tuning run {path} failed ({error}); fix the cause and run llbbench tune again")
+    if status == "diverged":
+        return None
+    loss = (summary.get("final") or {}).get("val_loss")
+    return None if loss is None or not math.isfinite(loss) else float(loss)
+
+
+def launch(entry: Tuned, rates: list[float], hydra_overrides: list[str]) -> None:
+    """Train `rates` of `entry` as one sweep of `llbbench run -m` (any launcher), in a child process."""
+    command = [sys.executable, "-m", "llbbench", "run", "-m", *entry.overrides,
+               "optimizer.lr=" + ",".join(repr(r) for r in rates), *hydra_overrides]  # fmt: skip
+    done = subprocess.run(command, check=False)
+    if done.returncode == 2:  # bad input: the run command said why
+        raise ValueError(f"the tuning sweep of {entry.network} × {entry.optimizer} could not start (see above)")
+
+
+def tune(overrides: list[str]) -> Path:
+    """Tune every (network, optimizer) of the experiment that `overrides` names; write and return tuning.json."""
+    task, hydra_overrides = split_overrides(overrides)
+    entries, sweep = candidates(task)
+    limit = sweep.tune.max_extend
+    extended = {id(e): 0 for e in entries}
+    bounds = {id(e): [-2, 2] for e in entries}
+    while True:
+        for entry in entries:
+            paths = [run_dir(entry.overrides, rate) for rate in entry.grid]
+            pending = [rate for rate, path in zip(entry.grid, paths, strict=True) if outcome(path) == "pending"]
+            if pending:
+                print(f"tune: {entry.network} × {entry.optimizer}: rates {', '.join(f'{r:.4g}' for r in pending)}")
+                launch(entry, pending, hydra_overrides)
+            results = [outcome(path) for path in paths]
+            if "pending" in results:
+                missing = paths[results.index("pending")]
+                raise ValueError(f"tuning run {missing} did not finish (killed?); run llbbench tune again to resume")
+            entry.val_loss = results
+        grown = False
+        for entry in entries:
+            i = best(entry.grid, entry.val_loss)
+            on_edge = i in (0, len(entry.grid) - 1)
+            if on_edge and extended[id(entry)] < limit:
+                extended[id(entry)] += 1
+                bounds[id(entry)][0 if i == 0 else 1] += -1 if i == 0 else 1
+                entry.grid = grid_around(entry.configured, *bounds[id(entry)])
+                grown = True
+            else:
+                entry.winner, entry.edge = entry.grid[i], on_edge
+        if not grown:
+            break
+    path = Path(sweep.results_dir) / sweep.experiment_name / TUNING_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([e.record() for e in entries], indent=2) + "\n")
+    return path
+
+
+def tuned_rate(cfg: DictConfig) -> float:
+    """The winner in tuning.json for the network and optimizer of the run `cfg` (read key by key: this serves
+    the resolver of `optimizer.lr` itself)."""
+    optimizer = {"name": cfg.optimizer.name, "groups": OmegaConf.select(cfg, "optimizer.groups", default="layer")}
+    variant = optimizer_variant(optimizer, {"schedule": OmegaConf.select(cfg, "train.schedule", default="constant")})
+    return winner(cfg.results_dir, cfg.experiment_name, cfg.model.name, variant)
+
+
+def winner(results_dir: str | Path, experiment: str, network: str, optimizer: str) -> float:
+    """The tuned rate of (network, optimizer) from the experiment's tuning.json; `ValueError` naming what is missing."""
+    path = Path(results_dir) / experiment / TUNING_FILE
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ValueError(
+            f"tuned=true needs {path}: run `llbbench tune experiment={experiment}` (with the same overrides) first"
+        ) from None
+    for entry in entries:
+        if entry["network"] == network and entry["optimizer"] == optimizer and entry.get("winner") is not None:
+            return float(entry["winner"])
+    raise ValueError(
+        f"tuned=true: {path} has no tuned rate for {network} × {optimizer}; run `llbbench tune "
+        f"experiment={experiment}` with this sweep's overrides to add it"
+    )

@@ -1,0 +1,131 @@
+"""The tuning stage: the grid and its winner, edge extension, tuning.json, a second `tune` that trains nothing,
+`tuned=true` at the winners on every fold reusing the tuning runs, and the report's tuned tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from llbbench import tuning
+from llbbench.report import build_report
+from tests.conftest import llbbench
+
+TINY = ["experiment=quickstart", "optimizer=sgd", "dataset.subset=100", "dataset.test_subset=50", "cv.folds=2",
+        "train.epochs=1", "device=cpu", "model.width=0.25"]  # fmt: skip
+
+
+def test_the_grid_is_five_rates_spaced_by_sqrt10_around_the_configured_one():
+    assert tuning.grid_around(0.1) == pytest.approx([0.01, 0.1 / math.sqrt(10), 0.1, 0.1 * math.sqrt(10), 1.0])
+    assert tuning.grid_around(0.1)[2] == 0.1 and tuning.grid_around(0.1)[0] == 0.01  # exact where it can be
+    assert tuning.grid_around(0.1, -3, 2)[0] == pytest.approx(0.01 / math.sqrt(10))
+
+
+def test_the_lowest_loss_wins_diverged_counts_as_infinite_and_ties_go_to_the_smaller_rate():
+    grid = [0.01, 0.03, 0.1, 0.3, 1.0]
+    assert tuning.best(grid, [2.0, 1.5, 1.7, None, 3.0]) == 1
+    assert tuning.best(grid, [2.0, 1.5, 1.5, 1.5, None]) == 1
+    assert tuning.best(grid, [None] * 5) == 0
+
+
+def _fake_launch(loss_of_rate, calls):
+    """Stands in for `llbbench run -m`: writes each run's summary with a validation loss that depends on its rate."""
+
+    def launch(entry, rates, hydra_overrides):
+        calls.append((entry.optimizer, list(rates)))
+        for rate in rates:
+            path = tuning.run_dir(entry.overrides, rate)
+            path.mkdir(parents=True, exist_ok=True)
+            loss = loss_of_rate(rate)
+            summary = {"status": "diverged" if loss is None else "completed", "final": {"val_loss": loss}}
+            (path / "summary.json").write_text(json.dumps(summary))
+
+    return launch
+
+
+def test_a_winner_on_the_edge_extends_the_grid_and_a_second_tune_trains_nothing(cifar_root, tmp_path, monkeypatch):
+    calls = []
+    # the loss keeps falling towards small rates, and the largest rates diverge
+    monkeypatch.setattr(tuning, "launch", _fake_launch(lambda r: None if r > 0.5 else 1 + r, calls))
+    overrides = [*TINY, f"dataset.root={cifar_root}", f"results_dir={tmp_path}"]
+    path = tuning.tune(overrides)
+    assert path == tmp_path / "quickstart" / "tuning.json"
+    (entry,) = json.loads(path.read_text())
+    assert entry["network"] == "smallcnn" and entry["optimizer"] == "sgd" and entry["fold"] == 0
+    assert entry["configured"] == 0.1
+    # two extensions to the left (tune.max_extend = 2): seven rates, the winner still on the edge
+    assert entry["grid"] == pytest.approx([0.1 * 10 ** (i / 2) for i in range(-4, 3)])
+    assert entry["grid"] == sorted(entry["grid"])
+    assert entry["val_loss"][:6] == pytest.approx([1 + r for r in entry["grid"][:6]])
+    assert entry["val_loss"][6:] == [None]  # rate 1.0 diverged: null in the JSON
+    assert entry["winner"] == entry["grid"][0] and entry["edge"] is True
+    assert [len(rates) for _, rates in calls] == [5, 1, 1]
+
+    def must_not_train(*args):
+        raise AssertionError("a second tune trained something")
+
+    monkeypatch.setattr(tuning, "launch", must_not_train)
+    assert json.loads(tuning.tune(overrides).read_text()) == [entry]
+
+
+def test_a_winner_inside_the_grid_is_not_on_the_edge(cifar_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(tuning, "launch", _fake_launch(lambda r: abs(math.log10(r) + 1.5), []))
+    (entry,) = json.loads(tuning.tune([*TINY, f"dataset.root={cifar_root}", f"results_dir={tmp_path}"]).read_text())
+    assert entry["winner"] == pytest.approx(0.1 / math.sqrt(10)) and entry["edge"] is False
+    assert len(entry["grid"]) == 5
+
+
+def test_a_failed_tuning_run_stops_the_tuning_with_its_error(cifar_root, tmp_path, monkeypatch):
+    def launch(entry, rates, hydra_overrides):
+        for rate in rates:
+            path = tuning.run_dir(entry.overrides, rate)
+            path.mkdir(parents=True, exist_ok=True)
+            summary = {"status": "failed", "error": {"message": "out of memory"}}
+            (path / "summary.json").write_text(json.dumps(summary))
+
+    monkeypatch.setattr(tuning, "launch", launch)
+    with pytest.raises(ValueError, match=r"tuning run .* failed \(out of memory\); fix the cause"):
+        tuning.tune([*TINY, f"dataset.root={cifar_root}", f"results_dir={tmp_path}"])
+
+
+def test_tune_then_tuned_runs_reuse_the_tuning_run_and_the_report_shows_both(cifar_root, tmp_path):
+    args = [*TINY, f"results_dir={tmp_path}"]
+    tuned = llbbench("tune", *args, data=cifar_root, timeout=600)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "tuning written:" in tuned.stdout
+    (entry,) = json.loads((tmp_path / "quickstart" / "tuning.json").read_text())
+    winner_dir = tuning.run_dir([*TINY[:1], *TINY[1:], f"dataset.root={cifar_root}", f"results_dir={tmp_path}",
+                                 "fold=0"], entry["winner"])  # fmt: skip
+    trained_at = (winner_dir / "summary.json").stat().st_mtime_ns
+
+    run = llbbench("run", "-m", *args, "tuned=true", data=cifar_root, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "sweep done: 2 of 2 runs: 1 completed, 1 skipped" in run.stdout + run.stderr
+    assert (winner_dir / "summary.json").stat().st_mtime_ns == trained_at  # fold 0: the tuning run itself
+    rates = {}
+    for config in (tmp_path / "quickstart").glob("*/config.yaml"):
+        values = yaml.safe_load(config.read_text())
+        rates.setdefault(values["fold"], set()).add(values["optimizer"]["lr"])
+    assert entry["winner"] in rates[1] and len(rates[1]) == 1  # fold 1 ran at the winner only
+
+    missing = llbbench("run", "-m", *args, "optimizer=adam", "tuned=true", data=cifar_root)
+    assert missing.returncode == 2
+    assert "tuning.json has no tuned rate for smallcnn × adam" in missing.stderr
+
+    report = build_report([tmp_path / "quickstart"], tmp_path / "report")
+    assert "Table 1 (tuned)" in (report / "table1_tuning.md").read_text()
+    both = pd.read_csv(report / "table2_tuned.csv")
+    assert set(both["runs"]) == {2}  # the tuned cell holds both folds
+    one_shot = pd.read_csv(report / "table2.csv")
+    assert set(one_shot["runs"]) == {1}  # fold 0 at the configured rate only: the other grid rates are left out
+    assert "Rates: tuned — chosen by fold 0's validation loss" in (report / "table2_tuned.md").read_text()
+
+
+def test_tune_without_an_experiment_says_what_it_needs(cifar_root, tmp_path):
+    out = llbbench("tune", "optimizer=sgd", f"results_dir={tmp_path}", data=cifar_root)
+    assert out.returncode == 2 and "llbbench tune needs an experiment with a sweep" in out.stderr
+    assert Path(tmp_path).exists() and not list(Path(tmp_path).iterdir())
