@@ -1,7 +1,8 @@
 """`llbbench report`: the paper's tables, figures and a claims check, from run directories alone.
 
 Runs are grouped by the experiment that made them: Table 2 and Figs. 5–6 from `table2_*` (or `quickstart`)
-runs, Table 3 from `table3_*`, Table 4 from `table4_*`, Fig. 7 from `fig7_*`. Folders with none of these make
+runs, Table 3 from `table3_*`, Table 4 from `table4_*`, Fig. 7 from `fig7_*`, the reconstruction ablation from
+`ablation_*`. Folders with none of these make
 Table 2 of all their runs.
 """
 
@@ -20,7 +21,13 @@ __all__ = ["FORMATS", "build_report", "group_runs"]
 FORMATS = ("md", "tex", "csv")
 OFFICIAL_CIFAR10 = "cifar10-official-"  # how the fingerprint of the official CIFAR-10 files begins
 log = logging.getLogger(__name__)
-GROUPS = {"table2": ("table2", "quickstart"), "table3": ("table3",), "table4": ("table4",), "fig7": ("fig7",)}
+GROUPS = {
+    "table2": ("table2", "quickstart"),
+    "table3": ("table3",),
+    "table4": ("table4",),
+    "fig7": ("fig7",),
+    "ablation": ("ablation",),
+}
 
 
 def group_runs(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -119,6 +126,8 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
         "Fig. 7": figures.fig7_initial_rate(paper["fig7"], out, scale_note),
         "Fig. 8": figures.fig8_saddles(out, trajectories, left_out),
     }
+    if len(paper["ablation"]):
+        drawn["Ablation"] = figures.ablation_rates(paper["ablation"], out, scale_note)
     claim_list = claims.all_claims(paper, curves, trajectories)
     header = "\n".join(describe(runs, unreadable))
     (out / "claims.md").write_text(

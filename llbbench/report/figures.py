@@ -121,6 +121,34 @@ def fig6_layer_rates(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Pat
     return _save(figure, out, "fig6_layer_rates")
 
 
+def ablation_rates(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Path]:
+    """The reconstruction ablation's rate traces: one panel per LLb-SGD variant, its mean layer rate over the
+    epochs (first fold) on each network, in the manner of Fig. 6."""
+    if not len(runs):
+        return []
+    runs = runs[runs["status"] != "failed"].sort_values(["fold", "path"])
+    variants = sorted({(r.direction, r.conv_norm, r.loss_ema) for r in runs.itertuples()}, key=str)
+    figure, axes = _panels(len(variants))
+    for ax, variant in zip(axes, variants, strict=True):
+        of = runs[
+            (runs["direction"] == variant[0]) & (runs["conv_norm"] == variant[1]) & (runs["loss_ema"] == variant[2])
+        ]
+        for network in ordered(of["model"], NETWORKS):
+            run = of[of["model"] == network].iloc[0]
+            rates, epochs = layer_rates(run.path), pd.read_csv(Path(run.path) / "epochs.csv")
+            if rates is None or epochs.empty:
+                continue
+            steps_per_epoch = epochs["step"].iloc[0] / epochs["epoch"].iloc[0]
+            mean = rates.set_index("step").mean(axis=1)
+            ax.plot(mean.index / steps_per_epoch, mean, lw=1.5, label=network)
+        ax.set(title=f"{variant[0]}, {variant[1]}, ema {variant[2]:g}", xlabel="epoch t", ylabel="mean layer rate")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(f"Reconstruction ablation: LLb-SGD's mean layer rate per variant ({scale_note})", fontsize=10)
+    return _save(figure, out, "ablation_rates")
+
+
 def fig7_initial_rate(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Path]:
     """Iterations to stop and final losses against the initial rate, one line per network."""
     done = runs[runs["status"].isin(FINISHED)]

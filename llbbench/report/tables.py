@@ -233,6 +233,54 @@ def tuning_table(tunings: dict[str, list[dict]]) -> Table:
     return Table("table1_tuning", caption, header, rows, set(), notes, pd.DataFrame(records))
 
 
+ABLATION_OPTIONS = ("direction", "conv_norm", "loss_ema")
+DEFAULT_VARIANT = ("gate", "kernel_fro", 0.0)  # the reconstruction's defaults (docs/llb-sgd.md)
+
+
+def ablation_table(runs: pd.DataFrame, table2: pd.DataFrame) -> Table:
+    """The reconstruction ablation: each LLb-SGD variant's final training and test loss per network, beside
+    SGD's from the Table-2 runs; a variant "changes the ranking" when it sits on the other side of SGD than the
+    default variant does, on either loss."""
+    networks = ordered(runs["model"], NETWORKS)
+    variants = sorted({tuple(v) for v in runs[list(ABLATION_OPTIONS)].itertuples(index=False)}, key=str)
+    variants.sort(key=lambda v: v != DEFAULT_VARIANT)  # the default first
+    sgd = table2[(table2["optimizer"] == "sgd") & table2["status"].isin(FINISHED)] if len(table2) else table2
+    header = ["direction", "conv_norm", "loss_ema", *[f"{n}: {m}" for n in networks for m in ("train", "test")]]
+    rows, records, changes = [], [], []
+    default_side: dict[tuple[str, str], bool] = {}
+    for variant in variants:
+        of = runs
+        for option, value in zip(ABLATION_OPTIONS, variant, strict=True):
+            of = of[of[option] == value]
+        row = [str(v) for v in variant]
+        for network in networks:
+            for metric in ("train_loss", "test_loss"):
+                text, record = _cell(of[of["model"] == network], metric)
+                reference = sgd[sgd["model"] == network][metric].dropna() if len(sgd) else pd.Series(dtype=float)
+                better = None
+                if record["mean"] is not None and not record["diverged"] and len(reference):
+                    better = record["mean"] < reference.mean()
+                    text += " (<SGD)" if better else " (>SGD)"
+                if variant == DEFAULT_VARIANT and better is not None:
+                    default_side[(network, metric)] = better
+                elif better is not None and default_side.get((network, metric), better) != better:
+                    changes.append(f"{'/'.join(map(str, variant))} on {network} ({metric.replace('_', ' ')})")
+                row.append(text)
+                records.append({**dict(zip(ABLATION_OPTIONS, variant, strict=True)), "network": network,
+                                "metric": metric, "better_than_sgd": better, **record})  # fmt: skip
+        rows.append(row)
+    notes = [
+        "Mean ± standard deviation over folds of LLb-SGD's final losses; (<SGD)/(>SGD): below/above the mean of SGD's "
+        "Table-2 runs on the same network (at its configured rate); the first row is the default reading.",
+        ("Variants that change the ranking against SGD (the other side of SGD than the default): " + "; ".join(changes))
+        if changes
+        else "No variant changes the ranking against SGD"
+        + ("." if default_side else " (not measured: no SGD runs of Table 2 beside these)."),
+    ]
+    caption = "Reconstruction ablation: LLb-SGD's variants against SGD"
+    return Table("ablation", caption, header, rows, set(), notes, pd.DataFrame(records))
+
+
 ONE_SHOT_NOTE = "Rates: one-shot, each optimizer's configured rate (the paper's protocol)."
 
 
@@ -253,6 +301,8 @@ def all_tables(groups: dict[str, pd.DataFrame], tunings: dict[str, list[dict]]) 
         f"Rates: tuned — chosen by fold {', '.join(map(str, folds))}'s validation loss (Table 1, tuned); the test "
         "split, which tuning never sees, is what the test columns report."
     )
+    if len(one_shot(groups.get("ablation", pd.DataFrame()))):
+        tables.append(ablation_table(one_shot(groups["ablation"]), one_shot(groups.get("table2", pd.DataFrame()))))
     for name, caption, column, order in specs:
         runs = groups.get(name, pd.DataFrame())
         if len(one_shot(runs)):

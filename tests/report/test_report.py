@@ -32,9 +32,11 @@ def write_run(
     steps_per_epoch: int = 10,
     dataset: str = "cifar10",
     fingerprint: str | None = None,
+    **llb_options: object,
 ) -> Path:
     """A run directory as `llbbench run` writes it, with the training-loss curve `curve` (one value per epoch)."""
-    path = root / experiment / f"{model}-{optimizer}-f{fold}-{batch_size}-{init}-{lr}"
+    variant = "".join(f"-{v}" for v in llb_options.values())
+    path = root / experiment / f"{model}-{optimizer}-f{fold}-{batch_size}-{init}-{lr}{variant}"
     path.mkdir(parents=True)
     config = {
         "experiment_name": experiment,
@@ -49,6 +51,7 @@ def write_run(
             "lr": lr,
             "weight_decay": 5e-4,
             **({"threshold": 0.0} if optimizer == "llb" else {}),
+            **llb_options,
         },
         "init": {"name": init},
         "train": {"epochs": len(curve), "batch_size": batch_size},
@@ -299,3 +302,28 @@ def test_report_help_answers_without_importing_the_reporter():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "usage: llbbench report" in out.stdout and out.stdout.strip().endswith("[]")
+
+
+def test_the_ablation_table_marks_each_variant_against_sgd_and_names_those_that_change_the_ranking(tmp_path):
+    root = tmp_path / "results"
+    for fold in (0, 1):
+        write_run(root, "table2_cifar10", "resnet34", "sgd", fold, [2.0, 1.0], 1.5)
+        # the default reading beats SGD; one variant ends above it on both losses, one diverges
+        for options, curve, test in (
+            ({"direction": "gate", "conv_norm": "kernel_fro", "loss_ema": 0.0}, [1.5, 0.8], 1.2),
+            ({"direction": "signed", "conv_norm": "relative", "loss_ema": 0.9}, [1.8, 1.3], 1.7),
+            ({"direction": "loss", "conv_norm": "kernel_fro", "loss_ema": 0.0}, [1.9, 0.9], 1.4),
+        ):
+            write_run(root, "ablation_llb", "resnet34", "llb", fold, curve, test, **options)
+    report = build_report([root], tmp_path / "r")
+    table = (report / "ablation.md").read_text()
+    assert "| direction | conv_norm | loss_ema | resnet34: train | resnet34: test |" in table
+    lines = [line for line in table.splitlines() if line.startswith("| gate") or line.startswith("| signed")]
+    assert lines[0] == "| gate | kernel_fro | 0.0 | 0.800 ± 0.000 (<SGD) | 1.200 ± 0.000 (<SGD) |"  # the default first
+    assert lines[1] == "| signed | relative | 0.9 | 1.300 ± 0.000 (>SGD) | 1.700 ± 0.000 (>SGD) |"
+    assert (
+        "Variants that change the ranking against SGD (the other side of SGD than the default): "
+        "signed/relative/0.9 on resnet34 (train loss); signed/relative/0.9 on resnet34 (test loss)" in table
+    )
+    assert (report / "ablation_rates.png").stat().st_size > 1000
+    assert "![Ablation](ablation_rates.png)" in (report / "report.md").read_text()
