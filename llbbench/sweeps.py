@@ -25,16 +25,17 @@ ENV = "LLBBENCH_SWEEP"  # internal: where the running sweep's ledger is; set by 
 COUNTED = ("completed", "skipped", "diverged", "stopped", "failed")
 
 
-def sweep_points(config: DictConfig) -> list[list[str]] | None:
-    """The overrides of every run the basic sweeper makes of the sweep's parameters and command-line overrides
-    (None when Hydra's internals have moved)."""
+def sweep_points(config: DictConfig, swept: list[str] | tuple[str, ...] = ()) -> list[list[str]] | None:
+    """The overrides of every run the basic sweeper makes of the sweep's parameters and command-line overrides,
+    and of `swept` (sweep overrides such as `optimizer=sgd,adam` that a composed config cannot hold; they win
+    over the parameters of the same key, as on the command line). None when Hydra's internals have moved."""
     try:  # Hydra's own expansion, so that the runs are the sweeper's
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
     except ImportError:
         return None
     params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task) + list(swept)
     overrides = OverridesParser.create().parse_overrides(arguments)
     return [point for batch in BasicSweeper.split_arguments(overrides, None) for point in batch]
 

@@ -72,12 +72,16 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
 
 def candidates(overrides: list[str]) -> tuple[list[Tuned], DictConfig]:
     """Every (network, optimizer) of the experiment's sweep at the tuning fold, with its grid; and the config."""
-    sweep = config.compose(overrides, hydra=True)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    swept = [o.input_line for o in parsed if o.is_sweep_override()]  # e.g. optimizer=sgd,adam
+    sweep = config.compose([o.input_line for o in parsed if not o.is_sweep_override()], hydra=True)
     if not OmegaConf.select(sweep, "hydra.sweeper.params"):
         raise ValueError("llbbench tune needs an experiment with a sweep: add experiment=NAME (e.g. table2_cifar10)")
     fold = sweep.tune.fold
     found: dict[tuple[str, str], Tuned] = {}
-    for point in sweep_points(sweep) or []:
+    for point in sweep_points(sweep, swept) or []:
         cfg = config.compose(point)
         if cfg.fold is None or str(cfg.fold).lower() == "none" or int(cfg.fold) != fold:
             continue

@@ -79,6 +79,16 @@ def test_a_winner_inside_the_grid_is_not_on_the_edge(cifar_root, tmp_path, monke
     assert len(entry["grid"]) == 5
 
 
+def test_sweep_overrides_on_the_command_line_choose_what_is_tuned(cifar_root, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tuning, "launch", _fake_launch(lambda r: abs(math.log10(r) + 2), calls))
+    overrides = [*TINY, "optimizer=sgd,adam,sgd_cosine", f"dataset.root={cifar_root}", f"results_dir={tmp_path}"]
+    entries = json.loads(tuning.tune(overrides).read_text())
+    assert [(e["optimizer"], e["configured"]) for e in entries] == [("sgd", 0.1), ("adam", 1e-3), ("sgd+cosine", 0.1)]
+    assert [e["winner"] for e in entries] == pytest.approx([0.01, 0.01, 0.01])
+    assert entries[1]["grid"][-1] == pytest.approx(0.01 * 10**0.5) and entries[1]["edge"] is False  # adam: extended
+
+
 def test_a_failed_tuning_run_stops_the_tuning_with_its_error(cifar_root, tmp_path, monkeypatch):
     def launch(entry, rates, hydra_overrides):
         for rate in rates:

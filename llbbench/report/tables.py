@@ -200,7 +200,10 @@ def hyperparameter_table(runs: pd.DataFrame) -> Table:
             values = {key: _distinct(subset[key]) for key in columns}
             rows.append([dataset, optimizer_label(optimizer), *values.values()])
             records.append({"dataset": dataset, "optimizer": optimizer, **values})
-    notes = ["Values as the runs found used them; several values are listed when runs differ."]
+    notes = [
+        "Values as the runs found used them; several values are listed when runs differ. Initial rates: as "
+        "configured (one-shot, the paper's protocol); tuned rates, where any, are in Table 1 (tuned)."
+    ]
     return Table("table1", "Table 1: hyper-parameters per dataset", header, rows, set(), notes, pd.DataFrame(records))
 
 
