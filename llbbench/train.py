@@ -256,103 +256,153 @@ class Plateau:
         return previous is not None and previous - mean <= self.min_drop
 
 
+class Checkpointer:
+    """Writes the run's checkpoint (tagged with its identity): at the end of every epoch, and within an epoch
+    every `checkpoint_minutes`. It owns the run's clock: the training seconds of this process and earlier ones."""
+
+    def __init__(self, setup: Setup, record: RunDir, run_identity: dict[str, Any], minutes: float) -> None:
+        self.setup, self.record, self.run_identity = setup, record, run_identity
+        self.every = 60.0 * minutes or math.inf
+        self.started = self.saved = time.perf_counter()
+
+    def seconds(self, progress: Progress) -> float:
+        """Training seconds so far, earlier processes of the run included."""
+        return progress.seconds + time.perf_counter() - self.started
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.saved >= self.every
+
+    def save(self, progress: Progress, plateau: Plateau | None) -> None:
+        progress.plateau = plateau.state() if plateau is not None else None
+        state = checkpoint_state(self.setup, self.run_identity, progress, self.seconds(progress))
+        self.record.write_checkpoint(state)
+        self.saved = time.perf_counter()
+
+
 def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run_identity: dict[str, Any]) -> str:
     """The training loop, from wherever `progress` stands; returns the final status.
 
     `completed` when the epoch budget is spent, `diverged` when the training loss, or the validation or test
     loss after an epoch, is non-finite, `stopped` when the plateau rule (`train.plateau`) is met.
-
-    A checkpoint (tagged with `run_identity`) is written at the end of every epoch and, within an epoch, every
-    `checkpoint_minutes`.
     """
-    model, optimizer, spec, data, t = setup.model, setup.optimizer, setup.spec, setup.data, cfg.train
-    per_epoch = data.train.num_batches(t.batch_size, t.drop_last)
-    started, saved = time.perf_counter(), time.perf_counter()
-    every = 60.0 * cfg.get("checkpoint_minutes", 0) or math.inf
-
-    def save() -> None:
-        nonlocal saved
-        progress.plateau = plateau.state() if plateau is not None else None
-        elapsed = progress.seconds + time.perf_counter() - started
-        record.write_checkpoint(checkpoint_state(setup, run_identity, progress, elapsed))
-        saved = time.perf_counter()
-
+    t = cfg.train
+    per_epoch = setup.data.train.num_batches(t.batch_size, t.drop_last)
+    checkpointer = Checkpointer(setup, record, run_identity, cfg.get("checkpoint_minutes", 0))
     plateau = Plateau(**t.plateau, device=setup.device) if t.get("plateau") else None
     if plateau is not None and progress.plateau is not None:
         plateau.load(progress.plateau)
     bar = tqdm(total=t.epochs * per_epoch, initial=progress.steps, unit="step", disable=None, desc="train")
     try:
         for epoch in range(progress.epoch, t.epochs + 1):
-            progress.epoch = epoch
-            if progress.batch == 0:
-                progress.loss_sum = torch.zeros((), device=setup.device)
-                progress.correct = torch.zeros((), dtype=torch.long, device=setup.device)
-                progress.epoch_seconds = 0.0
-            model.train()
-            epoch_start = time.perf_counter()
-            order = datasets.epoch_order(len(data.train), cfg.seed, epoch)
-            for images, labels in data.train.batches(t.batch_size, order, t.drop_last, skip=progress.batch):
-                output = model(images)
-                loss = F.cross_entropy(output, labels)
-                optimizer.zero_grad(set_to_none=True)
-                try:
-                    optim.backward_and_step(spec, optimizer, loss)
-                except optim.NonFiniteLoss:  # an optimizer that reads the loss saw it blow up
-                    return _diverged(progress.steps + 1)
-                progress.steps += 1
-                progress.batch += 1
-                bar.update()
-                progress.loss_sum += loss.detach() * len(labels)
-                progress.correct += (output.argmax(1) == labels).sum()
-                if progress.steps % t.log_every == 0:
-                    value = loss.item()
-                    seconds = progress.seconds + time.perf_counter() - started
-                    _log_step(record, optimizer, spec, progress.steps, epoch, value, seconds)
-                    bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
-                    if not math.isfinite(progress.loss_sum.item()):
-                        return _diverged(progress.steps)
-                setup.scheduler.step()  # after logging: steps.csv shows the rate this step used
-                if plateau is not None and plateau.reached(loss.detach()):
-                    log.info("plateau: the loss fell by at most %s over %d steps", plateau.min_drop, plateau.window)
-                    return "stopped"
-                if time.perf_counter() - saved >= every and progress.batch < per_epoch:
-                    progress.epoch_seconds += time.perf_counter() - epoch_start
-                    epoch_start = time.perf_counter()
-                    save()
-            train_seconds = progress.epoch_seconds + time.perf_counter() - epoch_start
-            seen = len(data.train) if not t.drop_last else per_epoch * t.batch_size
-            train_loss = progress.loss_sum.item() / seen
-            if not math.isfinite(train_loss):
-                return _diverged(progress.steps)
-            eval_start = time.perf_counter()
-            val_loss, val_acc = evaluate(model, data.val, t.eval_batch_size)
-            test_loss, test_acc = evaluate(model, data.test, t.eval_batch_size)
-            row = {
-                "epoch": epoch,
-                "step": progress.steps,
-                "train_loss": train_loss,
-                "train_acc": progress.correct.item() / seen,
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
-                "seconds": round(train_seconds, 3),
-                "eval_seconds": round(time.perf_counter() - eval_start, 3),
-            }
-            record.append_row("epochs.csv", row)
-            progress.epochs, progress.last_epoch = epoch, row
-            progress.epoch, progress.batch = epoch + 1, 0
-            if not math.isfinite(test_loss) or (data.val is not None and not math.isfinite(val_loss)):
-                return _diverged(progress.steps)  # the weights blew up in the epoch's last steps
-            save()
-            bar.write(
-                f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}, "
-                f"val loss {val_loss:.4f}, test loss {test_loss:.4f} acc {test_acc:.3f}"
-            )
+            status = _train_epoch(setup, cfg, record, progress, epoch, checkpointer, plateau, bar)
+            if status is None:
+                status = _end_epoch(setup, cfg, record, progress, epoch, checkpointer, plateau, bar)
+            if status is not None:
+                return status
     finally:
         bar.close()
-        progress.seconds += time.perf_counter() - started
+        progress.seconds = checkpointer.seconds(progress)
     return "completed"
+
+
+def _train_epoch(
+    setup: Setup,
+    cfg: DictConfig,
+    record: RunDir,
+    progress: Progress,
+    epoch: int,
+    checkpointer: Checkpointer,
+    plateau: Plateau | None,
+    bar: tqdm,
+) -> str | None:
+    """The step loop of `epoch`, from the batch `progress` stands at; a final status if the run ends in it."""
+    model, optimizer, spec, data, t = setup.model, setup.optimizer, setup.spec, setup.data, cfg.train
+    per_epoch = data.train.num_batches(t.batch_size, t.drop_last)
+    progress.epoch = epoch
+    if progress.batch == 0:
+        progress.loss_sum = torch.zeros((), device=setup.device)
+        progress.correct = torch.zeros((), dtype=torch.long, device=setup.device)
+        progress.epoch_seconds = 0.0
+    model.train()
+    epoch_start = time.perf_counter()
+    order = datasets.epoch_order(len(data.train), cfg.seed, epoch)
+    try:
+        for images, labels in data.train.batches(t.batch_size, order, t.drop_last, skip=progress.batch):
+            output = model(images)
+            loss = F.cross_entropy(output, labels)
+            optimizer.zero_grad(set_to_none=True)
+            try:
+                optim.backward_and_step(spec, optimizer, loss)
+            except optim.NonFiniteLoss:  # an optimizer that reads the loss saw it blow up
+                return _diverged(progress.steps + 1)
+            progress.steps += 1
+            progress.batch += 1
+            bar.update()
+            progress.loss_sum += loss.detach() * len(labels)
+            progress.correct += (output.argmax(1) == labels).sum()
+            if progress.steps % t.log_every == 0:
+                value = loss.item()
+                _log_step(record, optimizer, spec, progress.steps, epoch, value, checkpointer.seconds(progress))
+                bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
+                if not math.isfinite(progress.loss_sum.item()):
+                    return _diverged(progress.steps)
+            setup.scheduler.step()  # after logging: steps.csv shows the rate this step used
+            if plateau is not None and plateau.reached(loss.detach()):
+                log.info("plateau: the loss fell by at most %s over %d steps", plateau.min_drop, plateau.window)
+                return "stopped"
+            if checkpointer.due() and progress.batch < per_epoch:
+                progress.epoch_seconds += time.perf_counter() - epoch_start
+                epoch_start = time.perf_counter()
+                checkpointer.save(progress, plateau)
+    finally:
+        progress.epoch_seconds += time.perf_counter() - epoch_start
+    return None
+
+
+def _end_epoch(
+    setup: Setup,
+    cfg: DictConfig,
+    record: RunDir,
+    progress: Progress,
+    epoch: int,
+    checkpointer: Checkpointer,
+    plateau: Plateau | None,
+    bar: tqdm,
+) -> str | None:
+    """After `epoch`'s steps: the epoch's training metrics, evaluation, its row of epochs.csv, a checkpoint;
+    `diverged` when a loss is non-finite."""
+    data, t = setup.data, cfg.train
+    per_epoch = data.train.num_batches(t.batch_size, t.drop_last)
+    seen = len(data.train) if not t.drop_last else per_epoch * t.batch_size
+    train_loss = progress.loss_sum.item() / seen
+    if not math.isfinite(train_loss):
+        return _diverged(progress.steps)
+    eval_start = time.perf_counter()
+    val_loss, val_acc = evaluate(setup.model, data.val, t.eval_batch_size)
+    test_loss, test_acc = evaluate(setup.model, data.test, t.eval_batch_size)
+    row = {
+        "epoch": epoch,
+        "step": progress.steps,
+        "train_loss": train_loss,
+        "train_acc": progress.correct.item() / seen,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "seconds": round(progress.epoch_seconds, 3),
+        "eval_seconds": round(time.perf_counter() - eval_start, 3),
+    }
+    record.append_row("epochs.csv", row)
+    progress.epochs, progress.last_epoch = epoch, row
+    progress.epoch, progress.batch = epoch + 1, 0
+    if not math.isfinite(test_loss) or (data.val is not None and not math.isfinite(val_loss)):
+        return _diverged(progress.steps)  # the weights blew up in the epoch's last steps
+    checkpointer.save(progress, plateau)
+    bar.write(
+        f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}, "
+        f"val loss {val_loss:.4f}, test loss {test_loss:.4f} acc {test_acc:.3f}"
+    )
+    return None
 
 
 def _log_step(
