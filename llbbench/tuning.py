@@ -42,6 +42,11 @@ class Tuned:
     edge: bool = False
     overrides: list[str] = field(default_factory=list, repr=False)  # the sweep point, at the tuning fold
 
+    def rate_overrides(self, rate: float) -> list[str]:
+        """The overrides of this entry's run at `rate`; the configured rate gets none, so that its run is the
+        one-shot run itself (also when the optimizer's YAML leaves the rate to its preset)."""
+        return [*self.overrides] if rate == self.configured else [*self.overrides, f"optimizer.lr={rate!r}"]
+
     def record(self) -> dict[str, Any]:
         keep = ("network", "optimizer", "grid", "val_loss", "winner", "fold", "edge", "configured")
         return {key: value for key, value in asdict(self).items() if key in keep}
@@ -101,9 +106,9 @@ def candidates(overrides: list[str]) -> tuple[list[Tuned], DictConfig]:
     return list(found.values()), sweep
 
 
-def run_dir(overrides: list[str], rate: float) -> Path:
-    """Where the run of `overrides` at initial rate `rate` lives (its content-addressed directory)."""
-    cfg = config.compose([*overrides, f"optimizer.lr={rate!r}"])
+def run_dir(overrides: list[str]) -> Path:
+    """Where the run of `overrides` lives (its content-addressed directory)."""
+    cfg = config.compose(overrides)
     values = OmegaConf.to_container(cfg, resolve=True)
     return Path(values["results_dir"]) / values["experiment_name"] / run_id(values)
 
@@ -124,12 +129,17 @@ def outcome(path: Path) -> float | str | None:
 
 
 def launch(entry: Tuned, rates: list[float], hydra_overrides: list[str]) -> None:
-    """Train `rates` of `entry` as one sweep of `llbbench run -m` (any launcher), in a child process."""
-    command = [sys.executable, "-m", "llbbench", "run", "-m", *entry.overrides,
-               "optimizer.lr=" + ",".join(repr(r) for r in rates), *hydra_overrides]  # fmt: skip
-    done = subprocess.run(command, check=False)
-    if done.returncode == 2:  # bad input: the run command said why
-        raise ValueError(f"the tuning sweep of {entry.network} × {entry.optimizer} could not start (see above)")
+    """Train `rates` of `entry` as a sweep of `llbbench run -m` (any launcher), in a child process; the
+    configured rate, which takes no override, in a sweep of its own."""
+    others = [rate for rate in rates if rate != entry.configured]
+    sweeps = [[f"optimizer.lr={','.join(repr(r) for r in others)}"]] if others else []
+    if len(others) < len(rates):
+        sweeps.append([])
+    for extra in sweeps:
+        command = [sys.executable, "-m", "llbbench", "run", "-m", *entry.overrides, *extra, *hydra_overrides]
+        done = subprocess.run(command, check=False)
+        if done.returncode == 2:  # bad input: the run command said why
+            raise ValueError(f"the tuning sweep of {entry.network} × {entry.optimizer} could not start (see above)")
 
 
 def tune(overrides: list[str]) -> Path:
@@ -141,7 +151,7 @@ def tune(overrides: list[str]) -> Path:
     bounds = {id(e): [-2, 2] for e in entries}
     while True:
         for entry in entries:
-            paths = [run_dir(entry.overrides, rate) for rate in entry.grid]
+            paths = [run_dir(entry.rate_overrides(rate)) for rate in entry.grid]
             pending = [rate for rate, path in zip(entry.grid, paths, strict=True) if outcome(path) == "pending"]
             if pending:
                 print(f"tune: {entry.network} × {entry.optimizer}: rates {', '.join(f'{r:.4g}' for r in pending)}")

@@ -38,7 +38,7 @@ def _fake_launch(loss_of_rate, calls):
     def launch(entry, rates, hydra_overrides):
         calls.append((entry.optimizer, list(rates)))
         for rate in rates:
-            path = tuning.run_dir(entry.overrides, rate)
+            path = tuning.run_dir(entry.rate_overrides(rate))
             path.mkdir(parents=True, exist_ok=True)
             loss = loss_of_rate(rate)
             summary = {"status": "diverged" if loss is None else "completed", "final": {"val_loss": loss}}
@@ -89,10 +89,22 @@ def test_sweep_overrides_on_the_command_line_choose_what_is_tuned(cifar_root, tm
     assert entries[1]["grid"][-1] == pytest.approx(0.01 * 10**0.5) and entries[1]["edge"] is False  # adam: extended
 
 
+def test_the_configured_rate_is_the_one_shot_run_also_when_the_preset_sets_it(cifar_root, tmp_path):
+    """Adadelta's YAML leaves lr to its preset (1.0): the tuning grid centres on 1.0, and its run at 1.0 is the
+    one-shot run (no lr override), not a second run that differs only by writing the rate out."""
+    overrides = [*TINY, "optimizer=adadelta", f"dataset.root={cifar_root}", f"results_dir={tmp_path}"]
+    (entry,), _ = tuning.candidates(overrides)
+    assert entry.configured == 1.0 and entry.grid[2] == 1.0
+    one_shot = tuning.run_dir(entry.overrides)
+    assert tuning.run_dir(entry.rate_overrides(1.0)) == one_shot
+    assert tuning.run_dir([*entry.overrides, "optimizer.lr=1.0"]) != one_shot
+    assert tuning.run_dir(entry.rate_overrides(entry.grid[1])) != one_shot
+
+
 def test_a_failed_tuning_run_stops_the_tuning_with_its_error(cifar_root, tmp_path, monkeypatch):
     def launch(entry, rates, hydra_overrides):
         for rate in rates:
-            path = tuning.run_dir(entry.overrides, rate)
+            path = tuning.run_dir(entry.rate_overrides(rate))
             path.mkdir(parents=True, exist_ok=True)
             summary = {"status": "failed", "error": {"message": "out of memory"}}
             (path / "summary.json").write_text(json.dumps(summary))
@@ -108,8 +120,10 @@ def test_tune_then_tuned_runs_reuse_the_tuning_run_and_the_report_shows_both(cif
     assert tuned.returncode == 0, tuned.stderr
     assert "tuning written:" in tuned.stdout
     (entry,) = json.loads((tmp_path / "quickstart" / "tuning.json").read_text())
-    winner_dir = tuning.run_dir([*TINY[:1], *TINY[1:], f"dataset.root={cifar_root}", f"results_dir={tmp_path}",
-                                 "fold=0"], entry["winner"])  # fmt: skip
+    base = [*TINY, f"dataset.root={cifar_root}", f"results_dir={tmp_path}", "fold=0"]
+    winner_dir = tuning.run_dir(
+        base if entry["winner"] == entry["configured"] else [*base, f"optimizer.lr={entry['winner']!r}"]
+    )
     trained_at = (winner_dir / "summary.json").stat().st_mtime_ns
 
     run = llbbench("run", "-m", *args, "tuned=true", data=cifar_root, timeout=600)
