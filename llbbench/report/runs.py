@@ -114,10 +114,12 @@ def protocol(run: Any, entries: list[dict[str, Any]]) -> str:
     if entry is None:
         return ONE_SHOT
 
-    def same(rate: float | None) -> bool:
-        return rate is not None and run.lr is not None and math.isclose(float(run.lr), rate, rel_tol=1e-9)
+    lr = None if run.lr is None or pd.isna(run.lr) else float(run.lr)  # None (NaN in the table): the preset's
 
-    configured = same(entry["configured"]) or run.lr is None  # None: the preset's rate, as configured
+    def same(rate: float | None) -> bool:
+        return rate is not None and lr is not None and math.isclose(lr, rate, rel_tol=1e-9)
+
+    configured = same(entry["configured"]) or lr is None  # the preset's rate is the configured one
     tuned = same(entry.get("winner"))
     return BOTH if configured and tuned else TUNED if tuned else ONE_SHOT if configured else TUNING
 

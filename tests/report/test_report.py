@@ -339,18 +339,21 @@ def test_one_shot_and_tuned_tables_and_how_tuning_moves_the_ranking(tmp_path):
         write_run(root, t2, "resnet34", "sgd", fold, [2.0, 0.6], 1.0, lr=0.3)
         write_run(root, t2, "resnet34", "llb", fold, [2.0, 0.9], 1.2, lr=0.1)
     write_run(root, t2, "resnet34", "sgd", 0, [2.0, 5.0], 9.0, lr=1.0)  # another rate of the grid: no table
-    for name, winner in (("sgd", 0.3), ("llb", 0.1)):
+    for fold in (0, 1):  # a rate left to the preset (null) is the configured one
+        write_run(root, t2, "resnet34", "adadelta", fold, [2.0, 1.1], 1.3, lr=None)
+    for name, winner in (("sgd", 0.3), ("llb", 0.1), ("adadelta", 0.3)):
         entries.append({"network": "resnet34", "optimizer": name, "configured": 0.1, "fold": 0, "edge": False,
                         "grid": [0.1, 0.3, 1.0], "val_loss": [1.5, 1.0, None], "winner": winner})  # fmt: skip
     (root / t2 / "tuning.json").write_text(json.dumps(entries))
     report = build_report([root], tmp_path / "r")
     one_shot = (report / "table2.md").read_text()
     assert "(one-shot rates)" in one_shot and "Rates: one-shot" in one_shot
-    assert "| resnet34 | train loss | **0.900 ± 0.000** | 1.200 ± 0.000 |" in one_shot  # the 1.0 run is left out
+    # the 1.0 run is left out; Adadelta's runs at its preset rate are its one-shot runs
+    assert "| resnet34 | train loss | **0.900 ± 0.000** | 1.200 ± 0.000 | 1.100 ± 0.000 |" in one_shot
     tuned = (report / "table2_tuned.md").read_text()
     assert "| resnet34 | train loss | 0.900 ± 0.000 | **0.600 ± 0.000** |" in tuned
     assert "Rates: tuned — chosen by fold 0's validation loss" in tuned
     ranking = (report / "table2_ranking.md").read_text()
-    assert "| resnet34 | train loss | LLb-SGD, SGD | SGD, LLb-SGD | 1 → 2 | -1.00 |" in ranking
+    assert "| resnet34 | train loss | LLb-SGD, Adadelta, SGD | SGD, LLb-SGD | 1 → 2 | -1.00 |" in ranking
     grids = (report / "table1_tuning.md").read_text()
     assert "| table2_cifar10 | resnet34 | SGD | 0 | 0.1 (1.500), 0.3 (1.000), 1 (div.) | 0.3 |" in grids
