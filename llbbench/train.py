@@ -286,17 +286,16 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run
     loss after an epoch, is non-finite, `stopped` when the plateau rule (`train.plateau`) is met.
     """
     t = cfg.train
-    per_epoch = setup.data.train.num_batches(t.batch_size, t.drop_last)
-    checkpointer = Checkpointer(setup, record, run_identity, cfg.get("checkpoint_minutes", 0))
     plateau = Plateau(**t.plateau, device=setup.device) if t.get("plateau") else None
     if plateau is not None and progress.plateau is not None:
         plateau.load(progress.plateau)
+    per_epoch = setup.data.train.num_batches(t.batch_size, t.drop_last)
     bar = tqdm(total=t.epochs * per_epoch, initial=progress.steps, unit="step", disable=None, desc="train")
+    checkpointer = Checkpointer(setup, record, run_identity, cfg.get("checkpoint_minutes", 0))
+    loop = _Loop(setup, cfg, record, progress, checkpointer, plateau, bar, per_epoch)
     try:
         for epoch in range(progress.epoch, t.epochs + 1):
-            status = _train_epoch(setup, cfg, record, progress, epoch, checkpointer, plateau, bar)
-            if status is None:
-                status = _end_epoch(setup, cfg, record, progress, epoch, checkpointer, plateau, bar)
+            status = loop.train_epoch(epoch) or loop.end_epoch(epoch)
             if status is not None:
                 return status
     finally:
@@ -305,104 +304,99 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run
     return "completed"
 
 
-def _train_epoch(
-    setup: Setup,
-    cfg: DictConfig,
-    record: RunDir,
-    progress: Progress,
-    epoch: int,
-    checkpointer: Checkpointer,
-    plateau: Plateau | None,
-    bar: tqdm,
-) -> str | None:
-    """The step loop of `epoch`, from the batch `progress` stands at; a final status if the run ends in it."""
-    model, optimizer, spec, data, t = setup.model, setup.optimizer, setup.spec, setup.data, cfg.train
-    per_epoch = data.train.num_batches(t.batch_size, t.drop_last)
-    progress.epoch = epoch
-    if progress.batch == 0:
-        progress.loss_sum = torch.zeros((), device=setup.device)
-        progress.correct = torch.zeros((), dtype=torch.long, device=setup.device)
-        progress.epoch_seconds = 0.0
-    model.train()
-    epoch_start = time.perf_counter()
-    order = datasets.epoch_order(len(data.train), cfg.seed, epoch)
-    try:
-        for images, labels in data.train.batches(t.batch_size, order, t.drop_last, skip=progress.batch):
-            output = model(images)
-            loss = F.cross_entropy(output, labels)
-            optimizer.zero_grad(set_to_none=True)
-            try:
-                optim.backward_and_step(spec, optimizer, loss)
-            except optim.NonFiniteLoss:  # an optimizer that reads the loss saw it blow up
-                return _diverged(progress.steps + 1)
-            progress.steps += 1
-            progress.batch += 1
-            bar.update()
-            progress.loss_sum += loss.detach() * len(labels)
-            progress.correct += (output.argmax(1) == labels).sum()
-            if progress.steps % t.log_every == 0:
-                value = loss.item()
-                _log_step(record, optimizer, spec, progress.steps, epoch, value, checkpointer.seconds(progress))
-                bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
-                if not math.isfinite(progress.loss_sum.item()):
-                    return _diverged(progress.steps)
-            setup.scheduler.step()  # after logging: steps.csv shows the rate this step used
-            if plateau is not None and plateau.reached(loss.detach()):
-                log.info("plateau: the loss fell by at most %s over %d steps", plateau.min_drop, plateau.window)
-                return "stopped"
-            if checkpointer.due() and progress.batch < per_epoch:
-                progress.epoch_seconds += time.perf_counter() - epoch_start
-                epoch_start = time.perf_counter()
-                checkpointer.save(progress, plateau)
-    finally:
-        progress.epoch_seconds += time.perf_counter() - epoch_start
-    return None
+@dataclass
+class _Loop:
+    """What the loop's two steps share: the run's parts, where it stands, and its stop rule and progress bar."""
 
+    setup: Setup
+    cfg: DictConfig
+    record: RunDir
+    progress: Progress
+    checkpointer: Checkpointer
+    plateau: Plateau | None
+    bar: tqdm
+    per_epoch: int
 
-def _end_epoch(
-    setup: Setup,
-    cfg: DictConfig,
-    record: RunDir,
-    progress: Progress,
-    epoch: int,
-    checkpointer: Checkpointer,
-    plateau: Plateau | None,
-    bar: tqdm,
-) -> str | None:
-    """After `epoch`'s steps: the epoch's training metrics, evaluation, its row of epochs.csv, a checkpoint;
-    `diverged` when a loss is non-finite."""
-    data, t = setup.data, cfg.train
-    per_epoch = data.train.num_batches(t.batch_size, t.drop_last)
-    seen = len(data.train) if not t.drop_last else per_epoch * t.batch_size
-    train_loss = progress.loss_sum.item() / seen
-    if not math.isfinite(train_loss):
-        return _diverged(progress.steps)
-    eval_start = time.perf_counter()
-    val_loss, val_acc = evaluate(setup.model, data.val, t.eval_batch_size)
-    test_loss, test_acc = evaluate(setup.model, data.test, t.eval_batch_size)
-    row = {
-        "epoch": epoch,
-        "step": progress.steps,
-        "train_loss": train_loss,
-        "train_acc": progress.correct.item() / seen,
-        "val_loss": val_loss,
-        "val_acc": val_acc,
-        "test_loss": test_loss,
-        "test_acc": test_acc,
-        "seconds": round(progress.epoch_seconds, 3),
-        "eval_seconds": round(time.perf_counter() - eval_start, 3),
-    }
-    record.append_row("epochs.csv", row)
-    progress.epochs, progress.last_epoch = epoch, row
-    progress.epoch, progress.batch = epoch + 1, 0
-    if not math.isfinite(test_loss) or (data.val is not None and not math.isfinite(val_loss)):
-        return _diverged(progress.steps)  # the weights blew up in the epoch's last steps
-    checkpointer.save(progress, plateau)
-    bar.write(
-        f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}, "
-        f"val loss {val_loss:.4f}, test loss {test_loss:.4f} acc {test_acc:.3f}"
-    )
-    return None
+    def train_epoch(self, epoch: int) -> str | None:
+        """The step loop of `epoch`, from the batch `progress` stands at; a final status if the run ends in it."""
+        setup, progress, t = self.setup, self.progress, self.cfg.train
+        model, optimizer, spec, data = setup.model, setup.optimizer, setup.spec, setup.data
+        progress.epoch = epoch
+        if progress.batch == 0:
+            progress.loss_sum = torch.zeros((), device=setup.device)
+            progress.correct = torch.zeros((), dtype=torch.long, device=setup.device)
+            progress.epoch_seconds = 0.0
+        model.train()
+        epoch_start = time.perf_counter()
+        order = datasets.epoch_order(len(data.train), self.cfg.seed, epoch)
+        try:
+            for images, labels in data.train.batches(t.batch_size, order, t.drop_last, skip=progress.batch):
+                output = model(images)
+                loss = F.cross_entropy(output, labels)
+                optimizer.zero_grad(set_to_none=True)
+                try:
+                    optim.backward_and_step(spec, optimizer, loss)
+                except optim.NonFiniteLoss:  # an optimizer that reads the loss saw it blow up
+                    return _diverged(progress.steps + 1)
+                progress.steps += 1
+                progress.batch += 1
+                self.bar.update()
+                progress.loss_sum += loss.detach() * len(labels)
+                progress.correct += (output.argmax(1) == labels).sum()
+                if progress.steps % t.log_every == 0:
+                    value = loss.item()
+                    seconds = self.checkpointer.seconds(progress)
+                    _log_step(self.record, optimizer, spec, progress.steps, epoch, value, seconds)
+                    self.bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
+                    if not math.isfinite(progress.loss_sum.item()):
+                        return _diverged(progress.steps)
+                setup.scheduler.step()  # after logging: steps.csv shows the rate this step used
+                if self.plateau is not None and self.plateau.reached(loss.detach()):
+                    log.info("plateau: the loss fell by at most %s over %d steps", self.plateau.min_drop,
+                             self.plateau.window)  # fmt: skip
+                    return "stopped"
+                if self.checkpointer.due() and progress.batch < self.per_epoch:
+                    progress.epoch_seconds += time.perf_counter() - epoch_start
+                    epoch_start = time.perf_counter()
+                    self.checkpointer.save(progress, self.plateau)
+        finally:
+            progress.epoch_seconds += time.perf_counter() - epoch_start
+        return None
+
+    def end_epoch(self, epoch: int) -> str | None:
+        """After `epoch`'s steps: its training metrics, evaluation, its row of epochs.csv and a checkpoint;
+        `diverged` when a loss is non-finite."""
+        progress, data, t = self.progress, self.setup.data, self.cfg.train
+        seen = len(data.train) if not t.drop_last else self.per_epoch * t.batch_size
+        train_loss = progress.loss_sum.item() / seen
+        if not math.isfinite(train_loss):
+            return _diverged(progress.steps)
+        eval_start = time.perf_counter()
+        val_loss, val_acc = evaluate(self.setup.model, data.val, t.eval_batch_size)
+        test_loss, test_acc = evaluate(self.setup.model, data.test, t.eval_batch_size)
+        row = {
+            "epoch": epoch,
+            "step": progress.steps,
+            "train_loss": train_loss,
+            "train_acc": progress.correct.item() / seen,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "seconds": round(progress.epoch_seconds, 3),
+            "eval_seconds": round(time.perf_counter() - eval_start, 3),
+        }
+        self.record.append_row("epochs.csv", row)
+        progress.epochs, progress.last_epoch = epoch, row
+        progress.epoch, progress.batch = epoch + 1, 0
+        if not math.isfinite(test_loss) or (data.val is not None and not math.isfinite(val_loss)):
+            return _diverged(progress.steps)  # the weights blew up in the epoch's last steps
+        self.checkpointer.save(progress, self.plateau)
+        self.bar.write(
+            f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}, "
+            f"val loss {val_loss:.4f}, test loss {test_loss:.4f} acc {test_acc:.3f}"
+        )
+        return None
 
 
 def _log_step(
