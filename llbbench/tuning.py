@@ -147,11 +147,16 @@ def tune(overrides: list[str]) -> Path:
     task, hydra_overrides = split_overrides(overrides)
     entries, sweep = candidates(task)
     limit = sweep.tune.max_extend
-    extended = {id(e): 0 for e in entries}
-    bounds = {id(e): [-2, 2] for e in entries}
+    dirs: dict[tuple[str, ...], Path] = {}  # composing a run's config is the slow part: once per run
+
+    def dir_of(overrides: list[str]) -> Path:
+        if tuple(overrides) not in dirs:
+            dirs[tuple(overrides)] = run_dir(overrides)
+        return dirs[tuple(overrides)]
+
     while True:
         for entry in entries:
-            paths = [run_dir(entry.rate_overrides(rate)) for rate in entry.grid]
+            paths = [dir_of(entry.rate_overrides(rate)) for rate in entry.grid]
             pending = [rate for rate, path in zip(entry.grid, paths, strict=True) if outcome(path) == "pending"]
             if pending:
                 print(f"tune: {entry.network} × {entry.optimizer}: rates {', '.join(f'{r:.4g}' for r in pending)}")
@@ -165,10 +170,14 @@ def tune(overrides: list[str]) -> Path:
         for entry in entries:
             i = best(entry.grid, entry.val_loss)
             on_edge = i in (0, len(entry.grid) - 1)
-            if on_edge and extended[id(entry)] < limit:
-                extended[id(entry)] += 1
-                bounds[id(entry)][0 if i == 0 else 1] += -1 if i == 0 else 1
-                entry.grid = grid_around(entry.configured, *bounds[id(entry)])
+            if on_edge and len(entry.grid) - len(grid_around(entry.configured)) < limit:  # extensions so far
+                low = -entry.grid.index(entry.configured)  # the grid is configured · 10^(k/2), k = low .. high
+                high = low + len(entry.grid) - 1
+                entry.grid = (
+                    grid_around(entry.configured, low - 1, high)
+                    if i == 0
+                    else grid_around(entry.configured, low, high + 1)
+                )
                 grown = True
             else:
                 entry.winner, entry.edge = entry.grid[i], on_edge

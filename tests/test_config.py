@@ -73,3 +73,10 @@ def test_table1_values_follow_the_dataset_and_network(dataset, model, optimizer,
         cfg = compose("config", overrides=[f"dataset={dataset}", f"model={model}", f"optimizer={optimizer}"])
     assert cfg.optimizer.lr == lr and cfg.optimizer.weight_decay == weight_decay
     assert (cfg.train.epochs, cfg.train.batch_size) == ((90, 256) if dataset == "imagenet" else (100, 128))
+
+
+def test_the_config_types_every_dataset_the_loader_knows():
+    from llbbench import data
+    from llbbench.config import DATASET_SCHEMAS
+
+    assert sorted(DATASET_SCHEMAS) == sorted(data.names())

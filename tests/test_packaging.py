@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llbbench.runs import dependency_versions
 from tests.conftest import write_cifar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +31,7 @@ def _imported_top_level_modules(folder: Path) -> set[str]:
 
 
 def test_every_package_the_code_imports_is_declared():
-    requirements = [r for r in importlib.metadata.requires("llbbench") or [] if "extra ==" not in r]
-    declared = {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() for r in requirements}
+    declared = {name.lower() for name in dependency_versions()}  # the names of pyproject's dependencies
     distributions = importlib.metadata.packages_distributions()
     third_party = {
         module

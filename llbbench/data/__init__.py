@@ -152,8 +152,8 @@ def _cifar10(options: dict[str, Any], device: torch.device) -> tuple[TensorSplit
 
 def _image_folder(options: dict[str, Any], device: torch.device) -> tuple[FolderSplit, FolderSplit, int]:
     root = Path(options["root"])
-    classes, train_paths, train_labels = scan_split(root, options["train_split"])
-    _, test_paths, test_labels = scan_split(root, options["test_split"], classes)
+    classes, train_paths, train_labels, _ = scan_split(root, options["train_split"])
+    _, test_paths, test_labels, _ = scan_split(root, options["test_split"], classes)
     mean, std = _statistics(options, device)
     shared = {
         "mean": mean,

@@ -23,6 +23,7 @@ TRAIN_FILES = {
     "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
 }
 TEST_FILES = {"test_batch": "40351d587109b95175f43aff81a1287e"}
+ALL_FILES = {**TRAIN_FILES, **TEST_FILES}
 NUM_CLASSES = 10
 
 
@@ -35,7 +36,7 @@ def ensure_cifar10(root: str | Path, download: bool = False) -> Path:
     `download` is true; otherwise, or offline, the `FileNotFoundError` names the folder and both ways to get them.
     """
     folder = Path(root) / FOLDER
-    if any(not (folder / name).is_file() for name in {**TRAIN_FILES, **TEST_FILES}):
+    if any(not (folder / name).is_file() for name in ALL_FILES):
         if not download:
             raise FileNotFoundError(_missing_message(folder, "downloading is off (dataset.download=false)"))
         _download(Path(root), folder)
@@ -46,9 +47,9 @@ def cifar10_fingerprint(root: str | Path, download: bool = False) -> str:
     """What the CIFAR-10 files under `root` are: `cifar10-official-…` for the official release, else `cifar10-…`,
     followed by a hash of the six files' md5 sums (computed once per process for unchanged files)."""
     folder = ensure_cifar10(root, download)
-    sums = {name: _md5(folder / name) for name in {**TRAIN_FILES, **TEST_FILES}}
+    sums = {name: _md5(folder / name) for name in ALL_FILES}
     digest = hashlib.sha256(repr(sorted(sums.items())).encode()).hexdigest()[:16]
-    official = sums == {**TRAIN_FILES, **TEST_FILES}
+    official = sums == ALL_FILES
     return f"cifar10-{'official-' if official else ''}{digest}"
 
 
@@ -58,8 +59,7 @@ def load_cifar10(root: str | Path, download: bool = False) -> tuple[torch.Tensor
     Missing files are handled as `ensure_cifar10` says; a label outside 0..9 is refused with the file's name.
     """
     folder = ensure_cifar10(root, download)
-    expected = {**TRAIN_FILES, **TEST_FILES}
-    differing = [name for name, md5 in expected.items() if _md5(folder / name) != md5]
+    differing = [name for name, md5 in ALL_FILES.items() if _md5(folder / name) != md5]
     if differing:
         warnings.warn(
             f"CIFAR-10 files in {folder} differ from the official release ({', '.join(differing)}): they load, "

@@ -17,10 +17,13 @@ from .tensors import batch_count, normalize
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def scan_split(root: Path, split: str, classes: Sequence[str] | None = None) -> tuple[list[str], list[Path], list[int]]:
-    """(class names, image paths, labels) of `root/split/<class>/*`; classes sorted by name.
+def scan_split(
+    root: Path, split: str, classes: Sequence[str] | None = None
+) -> tuple[list[str], list[Path], list[int], list[int]]:
+    """(class names, image paths, labels, file sizes in bytes) of `root/split/<class>/*`; classes sorted by name.
 
-    With `classes` given (those of the training split), the split must hold exactly those class folders.
+    With `classes` given (those of the training split), the split must hold exactly those class folders. An
+    empty (zero-byte) file is refused, naming it and how many more there are.
     """
     folder = root / split
     if not folder.is_dir():
@@ -43,11 +46,12 @@ def scan_split(root: Path, split: str, classes: Sequence[str] | None = None) -> 
             raise ValueError(f"class folder {folder / name}/ holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
         paths += images
         labels += [label] * len(images)
-    empty = [p for p in paths if p.stat().st_size == 0]
+    sizes = [p.stat().st_size for p in paths]
+    empty = [p for p, size in zip(paths, sizes, strict=True) if size == 0]
     if empty:
         more = f" and {len(empty) - 1} more of the split's {len(paths)} images are too" if len(empty) > 1 else ""
         raise ValueError(f"image file {empty[0]} is empty (zero bytes){more}; remove or replace them")
-    return found, paths, labels
+    return found, paths, labels, sizes
 
 
 def folder_fingerprint(root: Path, splits: Sequence[str]) -> str:
@@ -57,10 +61,10 @@ def folder_fingerprint(root: Path, splits: Sequence[str]) -> str:
     count = 0
     classes = None
     for split in splits:
-        classes, paths, _ = scan_split(root, split, classes)
+        classes, paths, _, sizes = scan_split(root, split, classes)
         digest.update(repr((split, classes)).encode())
-        for path in paths:
-            digest.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
+        for path, size in zip(paths, sizes, strict=True):
+            digest.update(f"{path.relative_to(root).as_posix()}\t{size}\n".encode())
         count += len(paths)
     return f"imagefolder-{count}-{digest.hexdigest()[:16]}"
 

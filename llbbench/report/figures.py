@@ -87,6 +87,14 @@ def fig5_training_curves(curves: pd.DataFrame, out: Path, scale_note: str) -> li
     return _save(figure, out, "fig5_training_loss")
 
 
+def _rate_trace(path: str) -> tuple[pd.DataFrame, float] | None:
+    """A run's layer rates indexed by step, and its steps per epoch; None without rates or finished epochs."""
+    rates, epochs = layer_rates(path), pd.read_csv(Path(path) / "epochs.csv")
+    if rates is None or epochs.empty:
+        return None
+    return rates.set_index("step"), epochs["step"].iloc[0] / epochs["epoch"].iloc[0]
+
+
 def fig6_layer_rates(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Path]:
     """LLb-SGD's mean layer rate against α0/(1+kt) and α0·e^(−kt) (t in epochs), with one line per layer."""
     llb = runs[(runs["optimizer"] == "llb") & (runs["status"] != "failed")]
@@ -94,11 +102,9 @@ def fig6_layer_rates(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Pat
     for network in ordered(llb["model"], NETWORKS):
         frames = []
         for run in llb[llb["model"] == network].itertuples():
-            rates, epochs = layer_rates(run.path), pd.read_csv(Path(run.path) / "epochs.csv")
-            if rates is None or epochs.empty:
-                continue
-            steps_per_epoch = epochs["step"].iloc[0] / epochs["epoch"].iloc[0]
-            frames.append((rates.set_index("step") / run.lr, steps_per_epoch, run.lr))
+            trace = _rate_trace(run.path)
+            if trace is not None:
+                frames.append((trace[0] / run.lr, trace[1], run.lr))
         if frames:
             per_network[network] = frames
     if not per_network:
@@ -134,13 +140,10 @@ def ablation_rates(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Path]
             (runs["direction"] == variant[0]) & (runs["conv_norm"] == variant[1]) & (runs["loss_ema"] == variant[2])
         ]
         for network in ordered(of["model"], NETWORKS):
-            run = of[of["model"] == network].iloc[0]
-            rates, epochs = layer_rates(run.path), pd.read_csv(Path(run.path) / "epochs.csv")
-            if rates is None or epochs.empty:
-                continue
-            steps_per_epoch = epochs["step"].iloc[0] / epochs["epoch"].iloc[0]
-            mean = rates.set_index("step").mean(axis=1)
-            ax.plot(mean.index / steps_per_epoch, mean, lw=1.5, label=network)
+            trace = _rate_trace(of[of["model"] == network].iloc[0].path)
+            if trace is not None:
+                mean = trace[0].mean(axis=1)
+                ax.plot(mean.index / trace[1], mean, lw=1.5, label=network)
         ax.set(title=f"{variant[0]}, {variant[1]}, ema {variant[2]:g}", xlabel="epoch t", ylabel="mean layer rate")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)

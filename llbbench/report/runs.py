@@ -142,8 +142,6 @@ def _row(path: Path) -> dict[str, Any]:
         "width": model.get("width", 1.0),
         "dropout": model.get("dropout"),
         "optimizer": optimizer_variant(optimizer, train),  # e.g. sgd, or sgd+cosine for a control
-        "optimizer_name": optimizer["name"],
-        "schedule": train.get("schedule", "constant"),
         "preset": optimizer.get("preset"),
         "lr": optimizer.get("lr"),
         "weight_decay": optimizer.get("weight_decay"),

@@ -291,24 +291,13 @@ def ranking_table(one_shot_runs: pd.DataFrame, tuned_runs: pd.DataFrame) -> Tabl
     rows, records = [], []
     for network in ordered(pd.concat([one_shot_runs["model"], tuned_runs["model"]]), NETWORKS):
         for metric in ("train_loss", "test_loss"):
-            orders = []
-            for runs in (one_shot_runs, tuned_runs):
-                of = runs[runs["model"] == network]
-                # a cell with a diverged or unfinished run ranks last (its mean counts as +inf)
-                means = {
-                    name: (record["mean"] if record["mean"] is not None and not record["diverged"] else float("inf"))
-                    for name in of["optimizer"].unique()
-                    for _, record in [_cell(of[of["optimizer"] == name], metric)]
-                }
-                orders.append(sorted(means, key=lambda name: (means[name], name)))
+            orders = [_order(runs[runs["model"] == network], metric) for runs in (one_shot_runs, tuned_runs)]
             shared = [name for name in orders[0] if name in orders[1]]
             if len(shared) < 2:
                 continue
-            first, second = (
-                [o.index(n) for n in shared] for o in ([x for x in order if x in shared] for order in orders)
-            )
+            tuned_shared = [name for name in orders[1] if name in shared]
             n = len(shared)  # two orders without ties: Spearman's rho from the squared rank differences
-            rho = 1 - 6 * sum((a - b) ** 2 for a, b in zip(first, second, strict=True)) / (n * (n * n - 1))
+            rho = 1 - 6 * sum((i - tuned_shared.index(name)) ** 2 for i, name in enumerate(shared)) / (n * (n * n - 1))
             place = " → ".join(str(o.index("llb") + 1) if "llb" in o else MISSING for o in orders)
             rows.append([network, METRICS[metric], *(", ".join(optimizer_label(n) for n in o) for o in orders),
                          place, f"{rho:+.2f}"])  # fmt: skip
@@ -320,6 +309,15 @@ def ranking_table(one_shot_runs: pd.DataFrame, tuned_runs: pd.DataFrame) -> Tabl
     ]
     return Table("table2_ranking", "Table 2: how tuning changes the ranking", header, rows, set(), notes,
                  pd.DataFrame(records))  # fmt: skip
+
+
+def _order(runs: pd.DataFrame, metric: str) -> list[str]:
+    """The optimizers of `runs`, best mean `metric` first; a cell with a diverged or no finished run last."""
+    means = {}
+    for name in runs["optimizer"].unique():
+        _, record = _cell(runs[runs["optimizer"] == name], metric)
+        means[name] = record["mean"] if record["mean"] is not None and not record["diverged"] else float("inf")
+    return sorted(means, key=lambda name: (means[name], name))
 
 
 ONE_SHOT_NOTE = "Rates: one-shot, each optimizer's configured rate (the paper's protocol)."
