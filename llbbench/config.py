@@ -135,6 +135,7 @@ class TrainConfig:
     drop_last: bool = False
     eval_batch_size: int = _at_least(1, 256)
     log_every: int = _at_least(1, 10)
+    eval_every: int = _at_least(1, 1)
     schedule: Schedule = Schedule.constant
     schedule_k: float = _at_least(0.0, 0.9)
     plateau: PlateauConfig | None = None

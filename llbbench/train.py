@@ -372,8 +372,12 @@ class _Loop:
         if not math.isfinite(train_loss):
             return _diverged(progress.steps)
         eval_start = time.perf_counter()
-        val_loss, val_acc = evaluate(self.setup.model, data.val, t.eval_batch_size)
-        test_loss, test_acc = evaluate(self.setup.model, data.test, t.eval_batch_size)
+        evaluated = epoch % t.eval_every == 0 or epoch == t.epochs or self.plateau is not None
+        if evaluated:
+            val_loss, val_acc = evaluate(self.setup.model, data.val, t.eval_batch_size)
+            test_loss, test_acc = evaluate(self.setup.model, data.test, t.eval_batch_size)
+        else:  # `train.eval_every`: not this epoch (NaN in epochs.csv)
+            val_loss = val_acc = test_loss = test_acc = math.nan
         row = {
             "epoch": epoch,
             "step": progress.steps,
@@ -389,13 +393,11 @@ class _Loop:
         self.record.append_row("epochs.csv", row)
         progress.epochs, progress.last_epoch = epoch, row
         progress.epoch, progress.batch = epoch + 1, 0
-        if not math.isfinite(test_loss) or (data.val is not None and not math.isfinite(val_loss)):
+        if evaluated and (not math.isfinite(test_loss) or (data.val is not None and not math.isfinite(val_loss))):
             return _diverged(progress.steps)  # the weights blew up in the epoch's last steps
         self.checkpointer.save(progress, self.plateau)
-        self.bar.write(
-            f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}, "
-            f"val loss {val_loss:.4f}, test loss {test_loss:.4f} acc {test_acc:.3f}"
-        )
+        scores = f", val loss {val_loss:.4f}, test loss {test_loss:.4f} acc {test_acc:.3f}" if evaluated else ""
+        self.bar.write(f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}{scores}")
         return None
 
 

@@ -84,23 +84,20 @@ def test_an_experiment_holds_its_own_sweep(cifar_root, tmp_path):
     assert "experiment_name: table2_cifar10" in out.stdout and "scale: small" in out.stdout
 
 
-def test_the_paper_grids_have_the_papers_sizes():
-    from omegaconf import OmegaConf
-
-    from llbbench.config import config_dir
+@pytest.mark.parametrize(
+    ("scale", "sizes"),
+    [
+        # the paper's grids at five folds; Tables 3-4 with their SGD controls; the ablation on both networks
+        ("full", {"table2_cifar10": 120, "table2_imagenet": 240, "table3_batch": 300, "table4_init": 240,
+                  "fig7_lr": 30, "ablation_llb": 200}),
+        # conf/scale/small.yaml: three folds; the stand-in Table 2 on fold 0; three networks in Tables 3-4 and
+        # Fig. 7; the ablation on ResNet-34
+        ("small", {"table2_cifar10": 72, "table2_imagenet": 48, "table3_batch": 90, "table4_init": 72,
+                   "fig7_lr": 15, "ablation_llb": 60}),
+    ],
+)  # fmt: skip
+def test_the_paper_grids_have_the_papers_sizes(scale, sizes):
+    from llbbench.config import compose
     from llbbench.sweeps import sweep_size
 
-    sizes = {}
-    for name in ("table2_cifar10", "table2_imagenet", "table3_batch", "table4_init", "fig7_lr"):
-        experiment = OmegaConf.load(config_dir() / "experiment" / f"{name}.yaml")
-        config = OmegaConf.create(
-            {"cv": {"folds": 5}, "hydra": {"sweeper": experiment.hydra.sweeper, "overrides": {"task": []}}}
-        )
-        sizes[name] = sweep_size(config)
-    assert sizes == {
-        "table2_cifar10": 120,
-        "table2_imagenet": 240,
-        "table3_batch": 150,
-        "table4_init": 120,
-        "fig7_lr": 30,
-    }
+    assert {name: sweep_size(compose([f"experiment={name}", f"scale={scale}"], hydra=True)) for name in sizes} == sizes

@@ -126,3 +126,16 @@ def test_llb_is_the_default_and_writes_layer_rates(make_config, tmp_path):
         assert all(a <= b for a, b in zip(after, before, strict=True))
     assert min(rates[-1]) < 0.2  # and the rates did decay
     assert float(steps[-1]["lr_min"]) == pytest.approx(min(rates[-1]))
+
+
+def test_eval_every_evaluates_every_nth_epoch_and_always_the_last(make_config, tmp_path):
+    """`train.eval_every=2` over 3 epochs: epochs 2 and 3 evaluated, epoch 1 not (NaN, no evaluation time);
+    the weights are those of a run that evaluates every epoch."""
+    sparse = train.run(make_config("train.epochs=3", "train.eval_every=2"), tmp_path / "sparse")
+    dense = train.run(make_config("train.epochs=3"), tmp_path / "dense")
+    rows = read_csv(tmp_path / "sparse" / "epochs.csv")
+    assert [r["val_loss"] == "nan" for r in rows] == [True, False, False]
+    assert [r["test_acc"] == "nan" for r in rows] == [True, False, False]
+    assert float(rows[0]["eval_seconds"]) == 0.0 < float(rows[1]["eval_seconds"])
+    assert sparse["model_sha256"] == dense["model_sha256"]
+    assert sparse["final"]["test_loss"] == dense["final"]["test_loss"]

@@ -68,9 +68,10 @@ for _depth in ("resnet34", "resnet50", "resnet152"):
         _depth,
         lambda num_classes, in_channels, cifar, _d=_depth, **o: resnet(_d, num_classes, in_channels, cifar, **o),
         width=1.0,
+        zero_init_residual=False,
     )
 for _name, _cls, _extra in (
-    ("alexnet", AlexNet, {"dropout": 0.5}),
+    ("alexnet", AlexNet, {"dropout": 0.5, "batch_norm": False}),
     ("vgg16", VGG16, {"dropout": 0.5, "batch_norm": False}),
     ("googlenet", GoogLeNet, {"dropout": 0.4}),
 ):

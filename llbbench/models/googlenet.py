@@ -11,6 +11,7 @@ from torch import nn
 from torchvision.models.googlenet import BasicConv2d, Inception
 
 from .common import check_width, scaled
+from .init import reference, truncated_normal
 
 # in-channels are derived; each row: 1×1, 3×3 reduce, 3×3, "5×5" reduce, "5×5", pool projection
 STAGES = {
@@ -56,6 +57,8 @@ class GoogLeNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels, num_classes)
+        # torchvision's: convs and the classifier N(0, 0.01²) truncated at ±2, BatchNorm 1 and 0, biases as built
+        reference(self, conv=truncated_normal, linear=truncated_normal, zero_bias=False)
 
     def forward(self, x):
         return self.fc(self.dropout(self.avgpool(self.inception(self.stem(x))).flatten(1)))

@@ -8,7 +8,8 @@ from typing import Any
 
 from torch import nn
 
-_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_WEIGHTED = (*_CONVS, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -37,6 +38,39 @@ _SCHEMES: dict[str, Callable[..., None]] = {
 }
 
 
+def reference(
+    model: nn.Module,
+    conv: Callable[[nn.Parameter], None] | None = None,
+    linear: Callable[[nn.Parameter], None] | None = None,
+    zero_bias: bool = True,
+) -> nn.Module:
+    """An architecture's own initialization (what `init=default` keeps), as torchvision's model builds it.
+
+    `conv` / `linear` re-draw the weights of conv / linear layers (None leaves PyTorch's layer default);
+    a re-drawn layer's bias is zeroed when `zero_bias`; norms get weight 1 and bias 0.
+    """
+    for module in model.modules():
+        scheme = conv if isinstance(module, _CONVS) else linear if isinstance(module, nn.Linear) else None
+        if scheme is not None:
+            scheme(module.weight)
+            if zero_bias and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, _NORMS) and module.weight is not None:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return model
+
+
+def kaiming_fan_out(weight) -> None:
+    """He et al.'s normal initialization with fan-out (torchvision's ResNet and VGG convolutions)."""
+    _msra(weight, conv_mode="fan_out")
+
+
+def truncated_normal(weight, std: float = 0.01) -> None:
+    """N(0, std²) truncated to [−2, 2] (torchvision's GoogLeNet)."""
+    nn.init.trunc_normal_(weight, 0.0, std, a=-2.0, b=2.0)
+
+
 def names() -> list[str]:
     """The initialization names `initialize` knows."""
     return ["default", *sorted(_SCHEMES)]
@@ -56,7 +90,7 @@ def init_options(name: str) -> dict[str, Any]:
 def initialize(model: nn.Module, name: str, **params: Any) -> nn.Module:
     """Re-initialize every conv and linear weight of `model` by scheme `name` (biases 0; norms 1 and 0).
 
-    `default` leaves PyTorch's own initialization untouched.
+    `default` leaves the network's own initialization untouched (`reference`, applied when it is built).
     """
     if name == "default":
         if params:

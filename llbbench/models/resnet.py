@@ -11,6 +11,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from .common import check_width, scaled
+from .init import kaiming_fan_out, reference
 
 DEPTHS = {
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
@@ -28,6 +29,7 @@ class ResNet(nn.Module):
         in_channels: int = 3,
         width: float = 1.0,
         cifar: bool = False,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         check_width(width)
@@ -46,6 +48,11 @@ class ResNet(nn.Module):
         self.layer4 = self._stage(block, planes[3], depths[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(planes[3] * block.expansion, num_classes)
+        reference(self, conv=kaiming_fan_out)  # torchvision's: Kaiming fan-out convs, BatchNorm 1 and 0
+        if zero_init_residual:  # torchvision's option (Goyal et al., 2017): each block starts as the identity
+            for module in self.modules():
+                if isinstance(module, (BasicBlock, Bottleneck)):
+                    nn.init.zeros_(module.bn3.weight if isinstance(module, Bottleneck) else module.bn2.weight)
 
     def _stage(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None
@@ -65,6 +72,8 @@ class ResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def resnet(name: str, num_classes: int, in_channels: int, cifar: bool, width: float = 1.0) -> ResNet:
+def resnet(
+    name: str, num_classes: int, in_channels: int, cifar: bool, width: float = 1.0, zero_init_residual: bool = False
+) -> ResNet:
     block, depths = DEPTHS[name]
-    return ResNet(block, depths, num_classes, in_channels, width, cifar)
+    return ResNet(block, depths, num_classes, in_channels, width, cifar, zero_init_residual)

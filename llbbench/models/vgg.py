@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .common import check_width, scaled
+from .init import kaiming_fan_out, reference
 
 CONFIG_D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
@@ -48,6 +49,8 @@ class VGG16(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
+        # torchvision's: Kaiming fan-out convs, N(0, 0.01²) linear layers, biases 0, BatchNorm 1 and 0
+        reference(self, conv=kaiming_fan_out, linear=lambda weight: nn.init.normal_(weight, 0.0, 0.01))
 
     def forward(self, x):
         return self.classifier(self.avgpool(self.features(x)).flatten(1))

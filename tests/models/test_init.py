@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from llbbench.models import init_names, initialize
+from llbbench.models import build, init_names, initialize
 
 
 def net() -> nn.Sequential:
@@ -66,3 +66,39 @@ def test_names_and_bad_input():
         initialize(net(), "he")
     with pytest.raises(ValueError, match="init 'xavier' has no parameter std; valid: gain"):
         initialize(net(), "xavier", std=0.1)
+
+
+def _layers(model: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def _fan_out(conv: nn.Conv2d) -> int:
+    return conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+
+
+def _fan_in(layer: nn.Module) -> int:
+    return layer.weight[0].numel()
+
+
+def test_default_is_each_architectures_reference_initialization():
+    """ResNet and VGG: Kaiming fan-out convs (VGG: N(0, 0.01²) linear layers, biases 0); GoogLeNet: N(0, 0.01²)
+    truncated; AlexNet: PyTorch's layer default, as torchvision builds them. Checked on the largest layers."""
+    torch.manual_seed(0)
+    shape = (3, 32, 32)
+    resnet = initialize(build("resnet34", 10, shape, width=0.5), "default")
+    vgg = initialize(build("vgg16", 10, shape, width=0.5, batch_norm=True), "default")
+    googlenet = initialize(build("googlenet", 10, shape, width=0.5), "default")
+    alexnet = initialize(build("alexnet", 10, shape, width=0.5), "default")
+    for model in (resnet, vgg):
+        conv = max(_layers(model, nn.Conv2d), key=lambda m: m.weight.numel())
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / _fan_out(conv)), rel=0.02)
+        assert all(torch.all(n.weight == 1) and torch.all(n.bias == 0) for n in _layers(model, nn.BatchNorm2d))
+    for linear in _layers(vgg, nn.Linear):
+        assert linear.weight.std().item() == pytest.approx(0.01, rel=0.05)
+        assert torch.all(linear.bias == 0)
+    for layer in (*_layers(googlenet, nn.Conv2d)[-1:], *_layers(googlenet, nn.Linear)):
+        assert layer.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    for layer in (*_layers(alexnet, nn.Conv2d), *_layers(alexnet, nn.Linear)):
+        bound = 1 / math.sqrt(_fan_in(layer))  # kaiming_uniform(a=√5): U(−1/√fan_in, 1/√fan_in)
+        assert layer.weight.abs().max().item() <= bound
+        assert layer.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)

@@ -83,3 +83,26 @@ def test_bad_options_get_a_clear_message(kwargs, message):
     with pytest.raises(ValueError) as info:
         models.build(name, 10, (3, 32, 32), **kwargs)
     assert message in str(info.value)
+
+
+def test_alexnet_batch_norm_option_puts_one_norm_after_each_convolution():
+    plain = models.build("alexnet", 10, (3, 32, 32), width=0.125)
+    normed = models.build("alexnet", 10, (3, 32, 32), width=0.125, batch_norm=True)
+    kinds = [type(m).__name__ for m in normed.features]
+    assert kinds.count("BatchNorm2d") == kinds.count("Conv2d") == 5
+    assert all(kinds[i + 1] == "BatchNorm2d" for i, kind in enumerate(kinds) if kind == "Conv2d")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert plain(torch.randn(2, 3, 32, 32)).shape == normed(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_zero_init_residual_starts_every_block_as_the_identity():
+    torch.manual_seed(0)
+    model = models.build("resnet50", 10, (3, 32, 32), width=0.125, zero_init_residual=True)
+    blocks = [m for m in model.modules() if type(m).__name__ == "Bottleneck"]
+    assert len(blocks) == 16 and all(torch.all(b.bn3.weight == 0) for b in blocks)
+    block = blocks[1]  # no downsample: the output is relu(x) of its input
+    x = torch.randn(2, block.conv1.in_channels, 8, 8).relu()
+    model.eval()
+    assert torch.equal(block(x), x)
+    plain = models.build("resnet34", 10, (3, 32, 32), width=0.125)
+    assert all(torch.all(m.bn2.weight == 1) for m in plain.modules() if type(m).__name__ == "BasicBlock")
