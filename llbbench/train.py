@@ -150,6 +150,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "steps": progress.steps,
         "seconds": round(progress.seconds, 3),
         "num_params": models.num_parameters(setup.model),
+        "num_classes": setup.data.num_classes,
         "final": progress.last_epoch,
         "model_sha256": weights_digest(setup.model),
         "resumed_at_steps": progress.resumed_at,

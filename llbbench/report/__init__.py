@@ -8,6 +8,7 @@ Table 2 of all their runs.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -128,11 +129,12 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     }
     if len(paper["ablation"]):
         drawn["Ablation"] = figures.ablation_rates(paper["ablation"], out, scale_note)
-    claim_list = claims.all_claims(paper, curves, trajectories)
+    claim_list = claims.all_claims(paper)
     header = "\n".join(describe(runs, unreadable))
     (out / "claims.md").write_text(
         "# Claims of Zheng et al. (2019), checked\n\n" + header + "\n\n" + "\n".join(c.markdown() for c in claim_list)
     )
+    (out / "claims.json").write_text(json.dumps([c.as_dict() for c in claim_list], indent=1, allow_nan=False) + "\n")
     index = ["# llbbench report", "", header, ""]
     for table in written_tables:
         index += [table.markdown(), ""]
@@ -141,6 +143,6 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
         index.append(f"![{figure}]({png.name})" if png else f"*{figure}: no runs to draw it from.*")
         index.append("")
     index.append("Claims and verdicts: [claims.md](claims.md)")
-    index += [f"- {c.title}: **{c.verdict}**" for c in claim_list]
+    index += [f"- {c.id}. {c.title}: **{c.verdict}**" for c in claim_list]
     (out / "report.md").write_text("\n".join(index) + "\n")
     return out

@@ -153,10 +153,12 @@ def _row(path: Path) -> dict[str, Any]:
         "batch_size": train["batch_size"],
         "epoch_budget": train["epochs"],
         "init": config["init"]["name"],
+        "architecture": architecture(model),
         "fold": None if fold is None or str(fold).lower() == "none" else int(fold),
         "folds": config.get("cv", {}).get("folds"),
         "seed": config.get("seed"),
         "status": summary["status"],
+        "classes": summary.get("num_classes"),
         "steps": summary.get("steps"),
         "epochs": summary.get("epochs"),
         "train_loss": final.get("train_loss"),
@@ -164,6 +166,17 @@ def _row(path: Path) -> dict[str, Any]:
         "test_acc": final.get("test_acc"),
         "val_loss": final.get("val_loss"),
     }
+
+
+def architecture(model: dict[str, Any]) -> str:
+    """A network's options as run, beyond its name, form and width: switches that are on and values, e.g.
+    `batch_norm, dropout 0` (empty when there are none)."""
+    shown = []
+    for key, value in model.items():
+        if key in ("name", "form", "width") or value is None or value is False:
+            continue
+        shown.append(key if value is True else f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}")
+    return ", ".join(shown)
 
 
 def _check_epochs(path: Path, summary: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .runs import FINISHED, INITS, NETWORKS, OPTIMIZERS, one_shot, optimizer_label, ordered, tuned
+from .stats import t_interval
 
 METRICS = {"train_loss": "train loss", "test_loss": "test loss", "test_acc": "test acc."}
 LOWER_IS_BETTER = {"train_loss": True, "test_loss": True, "test_acc": False}
@@ -79,9 +80,14 @@ class Table:
     bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) of the best cells
     notes: list[str] = field(default_factory=list)
     data: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tied: set[tuple[int, int]] = field(default_factory=set)  # (row, column) of cells tied with the best
+
+    def _text(self, i: int, j: int, text: str) -> str:
+        return f"{text} {TIED}" if (i, j) in self.tied else text
 
     def markdown(self) -> str:
         def cell(i: int, j: int, text: str) -> str:
+            text = self._text(i, j, text)
             return f"**{text}**" if (i, j) in self.bold else text
 
         lines = [f"**{self.caption}**", "", "| " + " | ".join(self.header) + " |"]
@@ -93,7 +99,7 @@ class Table:
 
     def latex(self) -> str:
         def cell(i: int, j: int, text: str) -> str:
-            text = latex_escape(text)
+            text = latex_escape(self._text(i, j, text))
             return rf"\textbf{{{text}}}" if (i, j) in self.bold else text
 
         spec = "l" * 2 + "r" * (len(self.header) - 2)
@@ -127,39 +133,96 @@ class Table:
         return written
 
 
-def grid_table(name: str, caption: str, runs: pd.DataFrame, column: str, order: tuple) -> Table:
+TIED = "≈"
+PAPER_NETWORKS = NETWORKS[:6]
+
+
+def grid_table(
+    name: str, caption: str, runs: pd.DataFrame, column: str, order: tuple, metrics: dict[str, str] = METRICS
+) -> Table:
     """Networks × `column` (optimizer, batch size or initialization): mean ± std over folds of the final
-    training loss, test loss and test accuracy; the best cell of each network and metric in bold."""
-    networks = ordered(runs["model"], NETWORKS)
+    training loss, test loss and test accuracy (and any other of `metrics`); the best cell of each network and
+    metric in bold, and the cells statistically tied with it marked. Tables over another column than the optimizer
+    get one row per network and optimizer (LLb-SGD and its SGD control)."""
+    by_optimizer = column != "optimizer"
+    keys = [
+        (network, optimizer)
+        for network in ordered(runs["model"], NETWORKS)
+        for optimizer in (ordered(runs[runs["model"] == network]["optimizer"], OPTIMIZERS) if by_optimizer else [None])
+    ]
     values = ordered(runs[column], order)
     label = optimizer_label if column == "optimizer" else str
     header = ["network", "metric", *[label(v) for v in values]]
-    rows, bold, records, missing, diverged = [], set(), [], [], []
-    for network in networks:
-        for metric, metric_label in METRICS.items():
-            row, cells = [network, metric_label], {}
+    rows, bold, tied, records, missing, diverged = [], set(), set(), [], [], []
+    for network, optimizer in keys:
+        of = runs[runs["model"] == network]
+        of = of[of["optimizer"] == optimizer] if optimizer is not None else of
+        title = f"{network} ({optimizer_label(optimizer)})" if optimizer is not None else network
+        for metric, metric_label in metrics.items():
+            row, cells, folds = [title, metric_label], {}, {}
             for j, value in enumerate(values, start=2):
-                text, record = _cell(runs[(runs["model"] == network) & (runs[column] == value)], metric)
+                cell_runs = of[of[column] == value]
+                text, record = _cell(cell_runs, metric)
                 row.append(text)
-                cells[j] = {"network": network, column: value, "metric": metric, **record}
+                cells[j] = {"network": network, **({"optimizer": optimizer} if optimizer else {}), column: value,
+                            "metric": metric, **record, "tied": False}  # fmt: skip
+                folds[j] = _by_fold(cell_runs, metric)
                 if metric == "train_loss" and text == MISSING:
-                    missing.append(f"{network} × {label(value)}")
+                    missing.append(f"{title} × {label(value)}")
                 if metric == "train_loss" and text == DIVERGED:
-                    diverged.append(f"{network} × {label(value)} ({record['diverged']} of {record['runs']} runs)")
+                    diverged.append(f"{title} × {label(value)} ({record['diverged']} of {record['runs']} runs)")
             scores = {j: c["mean"] for j, c in cells.items() if c["mean"] is not None and not c["diverged"]}
-            if scores:
+            if scores and metric in LOWER_IS_BETTER:
                 best = (min if LOWER_IS_BETTER[metric] else max)(scores.values())
-                for j in (j for j, score in scores.items() if score == best):
+                winners = [j for j, score in scores.items() if score == best]
+                for j in winners:
                     bold.add((len(rows), j))
                     cells[j]["best"] = True
+                for j in set(scores) - set(winners):
+                    difference = t_interval((folds[j] - folds[winners[0]]).dropna())
+                    if difference.n >= 2 and difference.includes(0.0):
+                        tied.add((len(rows), j))
+                        cells[j]["tied"] = True
             rows.append(row)
             records += cells.values()
-    notes = ["Mean ± standard deviation over folds; the best of each network and metric in bold."]
+    notes = [
+        "Mean ± standard deviation over folds; the best of each network and metric in bold; "
+        f"{TIED}: statistically tied with the best (the 95% t-interval of the differences, paired by fold, "
+        "includes zero; two folds or more)."
+    ]
     if diverged:
         notes.append(f"{DIVERGED} a run of this cell diverged (non-finite loss): " + "; ".join(diverged) + ".")
     if missing:
         notes.append(f"{MISSING} no finished run: " + "; ".join(missing) + ".")
-    return Table(name, caption, header, rows, bold, notes, pd.DataFrame(records))
+    notes += _network_notes(runs, column)
+    if by_optimizer and len(runs) and set(runs["scale"].astype(str)) - {"full"}:
+        for network in PAPER_NETWORKS:
+            if network not in set(runs["model"]):
+                rows.append([network, "not run at small scale", *[""] * len(values)])
+    return Table(name, caption, header, rows, bold, notes, pd.DataFrame(records), tied)
+
+
+def _by_fold(runs: pd.DataFrame, metric: str) -> pd.Series:
+    """Each fold's mean `metric` over the finished runs of a cell."""
+    finished = runs[runs["status"].isin(FINISHED)]
+    return finished.groupby(finished["fold"].fillna(-1))[metric].mean() if len(finished) else pd.Series(dtype=float)
+
+
+def _network_notes(runs: pd.DataFrame, column: str) -> list[str]:
+    """How the networks were run where it is not the plain architecture: their options (BatchNorm, dropout, …),
+    the initialization when the table does not vary it, and a stand-in dataset."""
+    shown = []
+    for network in ordered(runs["model"], NETWORKS):
+        of = runs[runs["model"] == network]
+        parts = sorted({a for a in of["architecture"].dropna() if a}) if "architecture" in of else []
+        if column != "init":
+            parts += [f"init {i}" for i in sorted(set(of["init"].astype(str)) - {"default"})]
+        stand_in = of["experiment"].astype(str).str.contains("imagenet") & (of["dataset"] != "imagenet")
+        if stand_in.any():
+            parts.append(f"on {', '.join(sorted(set(of[stand_in]['dataset'])))} as a stand-in for ImageNet")
+        if parts:
+            shown.append(f"{network}: {'; '.join(parts)}")
+    return [f"Networks as run: {'. '.join(shown)}."] if shown else []
 
 
 def _cell(runs: pd.DataFrame, metric: str) -> tuple[str, dict]:
@@ -178,6 +241,8 @@ def _cell(runs: pd.DataFrame, metric: str) -> tuple[str, dict]:
     if not len(finished):
         return MISSING, record
     std = record["std"] if record["std"] is not None else 0.0
+    if metric == "steps":
+        return f"{record['mean']:.0f}", record
     return f"{record['mean']:.3f} ± {std:.3f}", record
 
 
@@ -332,8 +397,8 @@ def all_tables(groups: dict[str, pd.DataFrame], tunings: dict[str, list[dict]]) 
         tables.append(tuning_table(tunings))
     specs = [
         ("table2", "Table 2: final training loss, test loss and test accuracy per optimizer", "optimizer", OPTIMIZERS),
-        ("table3", "Table 3: LLb-SGD under batch sizes", "batch_size", (16, 32, 64, 128, 256)),
-        ("table4", "Table 4: LLb-SGD under initializations", "init", INITS),
+        ("table3", "Table 3: LLb-SGD and SGD under batch sizes", "batch_size", (16, 32, 64, 128, 256)),
+        ("table4", "Table 4: LLb-SGD and SGD under initializations", "init", INITS),
     ]
     folds = sorted({e["fold"] for entries in tunings.values() for e in entries})
     tuned_note = (
@@ -344,12 +409,13 @@ def all_tables(groups: dict[str, pd.DataFrame], tunings: dict[str, list[dict]]) 
         tables.append(ablation_table(one_shot(groups["ablation"]), one_shot(groups.get("table2", pd.DataFrame()))))
     for name, caption, column, order in specs:
         runs = groups.get(name, pd.DataFrame())
+        metrics = {**METRICS, "steps": "steps"} if name == "table3" else METRICS  # Table 3: the steps each took
         if len(one_shot(runs)):
-            table = grid_table(name, caption + " (one-shot rates)", one_shot(runs), column, order)
+            table = grid_table(name, caption + " (one-shot rates)", one_shot(runs), column, order, metrics)
             table.notes.insert(0, ONE_SHOT_NOTE)
             tables.append(table)
         if len(tuned(runs)):
-            table = grid_table(f"{name}_tuned", caption + " (tuned rates)", tuned(runs), column, order)
+            table = grid_table(f"{name}_tuned", caption + " (tuned rates)", tuned(runs), column, order, metrics)
             table.notes.insert(0, tuned_note)
             tables.append(table)
             if name == "table2" and len(one_shot(runs)):

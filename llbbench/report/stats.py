@@ -1,0 +1,99 @@
+"""The statistics behind the verdicts (docs/verdicts.md): 95% t-intervals of paired differences and of
+regression slopes, and the outcome an interval gives."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95  # every interval of the report: two-sided 95% (a 5% significance level)
+HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = "holds", "contradicted", "inconclusive", "not measured"
+VERDICTS = (HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate and its 95% t-interval from `n` values (low and high NaN when n is too small)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def above(self, threshold: float = 0.0) -> bool:
+        return self.low > threshold  # False when NaN
+
+    def below(self, threshold: float = 0.0) -> bool:
+        return self.high < threshold
+
+    def includes(self, value: float = 0.0) -> bool:
+        """Whether `value` lies inside the interval (True when there is none: nothing is told apart)."""
+        return not (self.above(value) or self.below(value))
+
+    def outcome(self, side: str, threshold: float = 0.0) -> str:
+        """HOLDS when the interval lies entirely on `side` ("above" or "below") of `threshold`, CONTRADICTED when
+        entirely on the other side, else INCONCLUSIVE (also when there is no interval: fewer than two values)."""
+        if side not in ("above", "below"):
+            raise ValueError(f"side={side!r}; use above or below")
+        on_side, other = (self.above, self.below) if side == "above" else (self.below, self.above)
+        return HOLDS if on_side(threshold) else CONTRADICTED if other(threshold) else INCONCLUSIVE
+
+    def text(self, fmt: str = "+.4f", scale: float = 1.0) -> str:
+        """`mean [low, high]`, or `mean (n=1, no interval)`."""
+
+        def number(x: float) -> str:
+            return format(x * scale, fmt)
+
+        if math.isnan(self.low):
+            return f"{number(self.mean)} (n={self.n}, no interval)"
+        return f"{number(self.mean)} [{number(self.low)}, {number(self.high)}]"
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        def plain(x: float) -> float | None:
+            return None if math.isnan(x) else round(float(x), 6)
+
+        return {"mean": plain(self.mean), "low": plain(self.low), "high": plain(self.high), "n": self.n}
+
+
+def t_interval(values: Iterable[float], level: float = LEVEL) -> Interval:
+    """The mean of `values` (e.g. paired differences, one per fold) and its t-interval; n < 2: no interval.
+    Values that are all equal give a zero-width interval at their mean."""
+    x = np.asarray(list(values), dtype=float)
+    if not len(x):
+        return Interval(math.nan, math.nan, math.nan, 0)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return Interval(mean, math.nan, math.nan, len(x))
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return Interval(mean, mean - half, mean + half, len(x))
+
+
+def slope_interval(x: Sequence[float], y: Sequence[float], level: float = LEVEL) -> Interval:
+    """The least-squares slope of y on x and its t-interval (n − 2 degrees of freedom); n < 3: no interval."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(xs)
+    if n < 2 or np.ptp(xs) == 0:
+        return Interval(math.nan, math.nan, math.nan, n)
+    centred = xs - xs.mean()
+    slope = float(centred @ (ys - ys.mean()) / (centred @ centred))
+    if n < 3:
+        return Interval(slope, math.nan, math.nan, n)
+    residuals = ys - ys.mean() - slope * centred
+    se = math.sqrt(float(residuals @ residuals) / (n - 2) / float(centred @ centred))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * se
+    return Interval(slope, slope - half, slope + half, n)
+
+
+def combine(outcomes: Iterable[str]) -> str:
+    """One verdict of several parts: CONTRADICTED if any part is, HOLDS if every part does, NOT_MEASURED without
+    parts, else INCONCLUSIVE."""
+    outcomes = [o for o in outcomes if o != NOT_MEASURED]
+    if not outcomes:
+        return NOT_MEASURED
+    if CONTRADICTED in outcomes:
+        return CONTRADICTED
+    return HOLDS if all(o == HOLDS for o in outcomes) else INCONCLUSIVE
