@@ -23,7 +23,8 @@ SMALL := scale=small results_dir=results/small
 # A sweep with a failed run exits 1 after finishing its other runs: the next experiments still run and the report
 # is written, then the target fails. A bad input that every run shares (exit 2) stops it at once.
 # reproduce-small: the CIFAR-10 Table 2 tuned first (its fold-0 runs at the configured rates are the one-shot
-# runs), then one-shot and tuned; the ablation on ResNet-34; Tables 3-4, Fig. 7; the stand-in ImageNet Table 2.
+# runs), then one-shot and tuned; the ablation on ResNet-34; Tables 3-4, Fig. 7; the stand-in ImageNet Table 2;
+# Fig. 8 on a network (llbbench saddle: one process, so launcher ARGS do not apply to it).
 reproduce-small: $(STAMP)  ## every experiment at scale=small on CIFAR-10, tuning included, then the report (resumable; about 4 h on 2 cores)
 	@start=$$(date +%s); failed=0; \
 	step() { "$$@"; rc=$$?; if [ $$rc -eq 2 ]; then exit 2; elif [ $$rc -ne 0 ]; then failed=1; fi; return $$rc; }; \
@@ -34,6 +35,7 @@ reproduce-small: $(STAMP)  ## every experiment at scale=small on CIFAR-10, tunin
 	for e in table3_batch table4_init fig7_lr table2_imagenet; do \
 		step $(BIN)/llbbench run -m experiment=$$e $(SMALL) $(ARGS); \
 	done; \
+	step $(BIN)/llbbench saddle experiment=fig8_saddle $(SMALL); \
 	$(BIN)/llbbench report results/small && echo "reproduce-small: done in $$(( ($$(date +%s) - start) / 60 )) min"; \
 	exit $$failed
 
@@ -50,6 +52,7 @@ reproduce-tables: $(STAMP)  ## every experiment at scale=full (GPUs; add ARGS="h
 		$(BIN)/llbbench run -m experiment=$$e scale=full results_dir=results/full $(ARGS); rc=$$?; \
 		if [ $$rc -eq 2 ]; then exit 2; elif [ $$rc -ne 0 ]; then failed=1; fi; \
 	done; \
+	$(BIN)/llbbench saddle experiment=fig8_saddle scale=full results_dir=results/full || failed=1; \
 	$(BIN)/llbbench report results/full; exit $$failed
 
 test: $(STAMP)  ## the test suite (CPU, a few minutes)

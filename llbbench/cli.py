@@ -23,13 +23,15 @@ commands:
            e.g. `llbbench run optimizer=adam train.epochs=2`; `llbbench run --help` lists the config groups
   tune     the initial rate of every (network, optimizer) of an experiment's sweep, on one fold:
            `llbbench tune experiment=table2_cifar10 scale=small`; then `llbbench run -m experiment=... tuned=true`
+  saddle   Fig. 8 on a network: every optimizer from a start next to a saddle point, several seeds:
+           `llbbench saddle experiment=fig8_saddle scale=small results_dir=results/small`
   report   the paper's tables, figures and a claims check from run directories:
            `llbbench report results/table2_cifar10 [DIR ...] [--out OUT] [--formats md,tex,csv]`
 
 `llbbench COMMAND --help` says more about each command.
 """
 
-COMMANDS = ("run", "tune", "report")
+COMMANDS = ("run", "tune", "saddle", "report")
 
 
 def _run(cfg: DictConfig) -> str:
@@ -81,10 +83,45 @@ def main(argv: list[str] | None = None) -> int:
         return run(rest)
     if command == "tune":
         return tune(rest)
+    if command == "saddle":
+        return saddle(rest)
     if command == "report":
         return report(rest)
     print(f"llbbench: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2
+
+
+SADDLE_HELP = """\
+usage: llbbench saddle experiment=fig8_saddle [OVERRIDE ...]
+
+Fig. 8 on a network (experiment/fig8_saddle.yaml): a one-hidden-layer perceptron started next to the saddle
+point at zero weights, trained on real mini-batches by each of the paper's nine optimizers at its configured
+rate, for saddle.steps steps and saddle.seeds seeds. Records each optimizer's loss on a fixed batch after every
+step, its escape step (the loss saddle.escape_drop below its start), and the first seed's trajectories on the
+two principal components of the weights, in <results_dir>/<experiment_name>/saddle.json; `llbbench report`
+draws it and judges claim 7 on it. Done again only when its configs change (or with rerun=true).
+"""
+
+
+def saddle(argv: list[str]) -> int:
+    """`llbbench saddle`: measure Fig. 8 on a network and say where it is."""
+    if argv and argv[0] in ("-h", "--help"):
+        print(SADDLE_HELP, end="")
+        return 0
+    from hydra.errors import HydraException
+
+    from . import saddle as measurement
+
+    overrides = [a for a in argv if a != "rerun=true"]
+    if not any(a.startswith("experiment=") for a in overrides):
+        overrides.insert(0, "experiment=fig8_saddle")
+    try:
+        path = measurement.measure(overrides, rerun=len(overrides) < len(argv))
+    except (ValueError, FileNotFoundError, HydraException) as e:
+        print(f"llbbench saddle: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"saddle measurement written: {path}")
+    return 0
 
 
 TUNE_HELP = """\

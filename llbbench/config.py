@@ -160,6 +160,17 @@ class TuneConfig:
 
 
 @dataclass
+class SaddleConfig:
+    """`llbbench saddle` (Fig. 8): what it measures; set by experiment/fig8_saddle.yaml."""
+
+    seeds: int = _at_least(1, 5)
+    steps: int = _at_least(1, 300)
+    probe: int = _at_least(1, 512)
+    snapshot_every: int = _at_least(1, 5)
+    escape_drop: float = _at_least(0.0, 0.1)
+
+
+@dataclass
 class RunConfig:
     scale: str = "full"
     seed: int = _at_least(0, 0)
@@ -169,6 +180,7 @@ class RunConfig:
     hp: TableOneConfig = field(default_factory=TableOneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    saddle: SaddleConfig = field(default_factory=SaddleConfig)
     tuned: bool = False
     results_dir: str = "results"
     experiment_name: str = "runs"

@@ -17,6 +17,7 @@ from .alexnet import AlexNet
 from .googlenet import GoogLeNet
 from .init import init_options, initialize
 from .init import names as init_names
+from .mlp import MLP
 from .resnet import resnet
 from .smallcnn import smallcnn
 from .vgg import VGG16
@@ -63,6 +64,7 @@ def register(name: str, factory: Callable[..., nn.Module], **options: Any) -> No
 
 
 register("smallcnn", lambda num_classes, in_channels, cifar, **o: smallcnn(num_classes, in_channels, **o), width=1.0)
+register("mlp", lambda num_classes, in_channels, cifar, **o: MLP(num_classes, in_channels, **o), width=1.0, hidden=256)
 for _depth in ("resnet34", "resnet50", "resnet152"):
     register(
         _depth,

@@ -101,7 +101,7 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     if unknown:
         raise ValueError(f"unknown format {', '.join(unknown)}; valid formats: {', '.join(FORMATS)}")
     from . import claims, figures, tables
-    from .runs import epoch_curves, load_runs, load_tunings, one_shot
+    from .runs import epoch_curves, load_runs, load_saddle, load_tunings, one_shot
 
     out = Path(out) if out is not None else roots[0] / "report"
     if out.exists() and not out.is_dir():
@@ -121,15 +121,16 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
         table.write(out, formats)
     curves = epoch_curves(paper["table2"])
     trajectories, left_out = figures.saddle_trajectories()
+    measured = load_saddle(roots)
     drawn = {
         "Fig. 5": figures.fig5_training_curves(curves, out, scale_note),
         "Fig. 6": figures.fig6_layer_rates(paper["table2"], out, scale_note),
         "Fig. 7": figures.fig7_initial_rate(paper["fig7"], out, scale_note),
-        "Fig. 8": figures.fig8_saddles(out, trajectories, left_out),
+        "Fig. 8": figures.fig8_saddles(out, trajectories, left_out, measured),
     }
     if len(paper["ablation"]):
         drawn["Ablation"] = figures.ablation_rates(paper["ablation"], out, scale_note)
-    claim_list = claims.all_claims(paper)
+    claim_list = claims.all_claims(paper, measured)
     header = "\n".join(describe(runs, unreadable))
     (out / "claims.md").write_text(
         "# Claims of Zheng et al. (2019), checked\n\n" + header + "\n\n" + "\n".join(c.markdown() for c in claim_list)

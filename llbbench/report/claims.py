@@ -370,9 +370,9 @@ def initial_rate(runs: pd.DataFrame) -> Claim:
 ESCAPERS, STALLERS = ("llb", "adam"), ("sgd", "nag", "adagrad")
 
 
-def saddles(escapes: dict[str, list[int | None]] | None, budget: int | None) -> Claim:
-    """Claim 7 from Fig. 8's network runs: `escapes` maps each optimizer to its escape step per seed (None: it did
-    not escape within `budget` steps)."""
+def saddles(measured: dict[str, Any] | None) -> Claim:
+    """Claim 7 from Fig. 8's network measurement (`llbbench saddle`): its `escapes` map each optimizer to its
+    escape step per seed (None: it did not escape within `budget` steps)."""
     claim = Claim(
         7,
         "LLb-SGD passes saddle points where SGD, NAG and Adagrad stall",
@@ -384,6 +384,7 @@ def saddles(escapes: dict[str, list[int | None]] | None, budget: int | None) -> 
         "NAG and Adagrad; each difference (the other's steps minus its own) holds when its 95% t-interval lies above "
         "zero. Holds when every difference holds, contradicted when any lies below zero.",
     )
+    escapes, budget = (measured or {}).get("escapes"), (measured or {}).get("budget")
     if not escapes or budget is None or "llb" not in escapes:
         return claim
 
@@ -423,8 +424,8 @@ def split_by_dataset(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return cifar, imagenet
 
 
-def all_claims(groups: dict[str, pd.DataFrame], escapes=None, budget: int | None = None) -> list[Claim]:
-    """The seven claims from the one-shot runs of each experiment group and Fig. 8's escapes."""
+def all_claims(groups: dict[str, pd.DataFrame], saddle: dict[str, Any] | None = None) -> list[Claim]:
+    """The seven claims from the one-shot runs of each experiment group and Fig. 8's network measurement."""
     empty = pd.DataFrame()
     cifar, imagenet = split_by_dataset(groups.get("table2", empty))
     rivals = ("nag", "pathsgd", "esgd")
@@ -451,5 +452,5 @@ def all_claims(groups: dict[str, pd.DataFrame], escapes=None, budget: int | None
         batch_size(groups.get("table3", empty)),
         initialization(groups.get("table4", empty)),
         initial_rate(groups.get("fig7", empty)),
-        saddles(escapes, budget),
+        saddles(saddle),
     ]

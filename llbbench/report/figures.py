@@ -23,7 +23,6 @@ DECAY_K = 0.9  # Fig. 6: the paper's k of α0/(1+kt) and α0·e^(−kt), t in ep
 SADDLE_START = (1.0, 0.01)
 SADDLE_STEPS = 200
 SADDLE_RATE = 0.05  # one step size for every optimizer on the toy problems (Adadelta: its usual 1.0)
-ESCAPE = 1.0  # a trajectory has passed the saddle once |y| reaches this
 
 
 def _save(figure: Figure, out: Path, name: str) -> list[Path]:
@@ -205,25 +204,61 @@ def saddle_trajectories() -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
     return paths, left_out
 
 
-def escape_steps(trace: np.ndarray) -> int | None:
-    """The first step at which |y| reaches `ESCAPE` (the saddle is passed), or None."""
-    hits = np.nonzero(np.abs(trace[:, 1]) >= ESCAPE)[0]
-    return int(hits[0]) if len(hits) else None
-
-
-def fig8_saddles(out: Path, trajectories: dict[str, dict[str, np.ndarray]], left_out: list[str]) -> list[Path]:
-    figure = Figure(figsize=(10, 4.2))
-    axes = figure.subplots(1, 2)
+def fig8_saddles(
+    out: Path, trajectories: dict[str, dict[str, np.ndarray]], left_out: list[str], measured: dict | None = None
+) -> list[Path]:
+    """Top: the network next to a saddle (`llbbench saddle`, when measured): the first seed's trajectories on the
+    plane of their two principal components over the loss there, and every optimizer's loss against the steps.
+    Bottom: the analytic saddles, every optimizer that needs no network from the same start."""
+    figure = Figure(figsize=(10, 8.4 if measured else 4.2), layout="constrained")
+    axes = figure.subplots(2 if measured else 1, 2, squeeze=False)
+    if measured:
+        _network_saddle(axes[0][0], axes[0][1], measured)
     x, y = np.meshgrid(np.linspace(-1.2, 1.2, 200), np.linspace(-2.2, 2.2, 200))
-    for ax, (problem, (title, f)) in zip(axes, SADDLES.items(), strict=True):
+    for ax, (problem, (title, f)) in zip(axes[-1], SADDLES.items(), strict=True):
         grid = f(torch.tensor(np.stack([x, y]))).numpy()
         ax.contour(x, y, grid, levels=25, cmap="Greys", linewidths=0.6)
         for name, trace in trajectories[problem].items():
             style = {"ls": "--", "lw": 2.2, "zorder": 5} if name == "llb" else {"lw": 1.3}  # visible over SGD's
             ax.plot(trace[:, 0], trace[:, 1], label=OPTIMIZER_NAMES.get(name, name), **style)
         ax.plot(*SADDLE_START, "k*", ms=8)
-        ax.set(title=title, xlabel="x", ylabel="y", xlim=(-1.2, 1.2), ylim=(-2.2, 2.2))
-    axes[0].legend(fontsize=7, loc="lower left")
+        ax.set(title=f"analytic: {title}", xlabel="x", ylabel="y", xlim=(-1.2, 1.2), ylim=(-2.2, 2.2))
+    axes[-1][0].legend(fontsize=7, loc="lower left")
     note = f"; left out (need a network): {', '.join(left_out)}" if left_out else ""
-    figure.suptitle(f"Fig. 8: {SADDLE_STEPS} steps from {SADDLE_START} near the saddle (0, 0){note}", fontsize=10)
+    figure.suptitle(
+        ("Fig. 8: a network next to a saddle (top); " if measured else "Fig. 8: ")
+        + f"{SADDLE_STEPS} steps from {SADDLE_START} near the analytic saddles (0, 0){note}",
+        fontsize=10,
+    )
     return _save(figure, out, "fig8_saddles")
+
+
+def _saddle_style(name: str) -> dict:
+    """One colour per optimizer in both network panels; LLb-SGD dashed and on top (visible over SGD's)."""
+    color = f"C{OPTIMIZERS.index(name) % 10}" if name in OPTIMIZERS else None
+    return {"color": color, **({"ls": "--", "lw": 2.2, "zorder": 5} if name == "llb" else {"lw": 1.2})}
+
+
+def _network_saddle(plane_ax: Axes, loss_ax: Axes, measured: dict) -> None:
+    drawn = measured["plane"]
+    axis = np.asarray(drawn["axis"])
+    plane_ax.contour(axis, axis, np.asarray(drawn["loss"]), levels=20, cmap="Greys", linewidths=0.6)
+    for name in ordered(drawn["paths"], OPTIMIZERS):
+        path = np.asarray(drawn["paths"][name])
+        plane_ax.plot(path[:, 0], path[:, 1], label=OPTIMIZER_NAMES.get(name, name), **_saddle_style(name))
+    plane_ax.plot(0, 0, "k*", ms=8)
+    explained = ", ".join(f"{e:.0%}" for e in drawn["explained"])
+    gone = f"; blew up: {', '.join(OPTIMIZER_NAMES.get(n, n) for n in drawn['left_out'])}" if drawn["left_out"] else ""
+    plane_ax.set(title=f"network, seed 0: principal plane ({explained}){gone}", xlabel="PC 1", ylabel="PC 2")
+    plane_ax.title.set_fontsize(8)
+    plane_ax.legend(fontsize=7)
+    for name in ordered(measured["probe_losses"], OPTIMIZERS):
+        losses = np.array([np.nan if v is None else v for v in measured["probe_losses"][name][0]], dtype=float)
+        loss_ax.plot(np.arange(len(losses)), losses, label=OPTIMIZER_NAMES.get(name, name), **_saddle_style(name))
+    start = measured["probe_losses"][ordered(measured["probe_losses"], OPTIMIZERS)[0]][0][0]
+    bar = (1 - measured["escape_drop"]) * start
+    loss_ax.axhline(bar, color="k", lw=0.8, ls=":")
+    loss_ax.set(title=f"network, seed 0: loss on the probe batch (dotted: escape, {measured['escape_drop']:.0%} "
+                f"below the start)", xlabel="step", ylabel="loss", ylim=(0, 1.3 * start))  # fmt: skip
+    loss_ax.title.set_fontsize(8)
+    loss_ax.grid(alpha=0.3)

@@ -31,6 +31,7 @@ OPTIMIZER_NAMES = {
 }
 INITS = ("uniform", "normal", "xavier", "msra", "default")
 TUNING_FILE = "tuning.json"  # beside an experiment's run directories, written by `llbbench tune`
+SADDLE_FILE = "saddle.json"  # Fig. 8 on a network, written by `llbbench saddle`
 # how a run's rate came about: the configured rate (the paper's protocol), a tuned winner, both at once, or
 # another rate of a tuning grid (a tuning run only: it enters no table but Table 1's tuning grids)
 ONE_SHOT, TUNED, BOTH, TUNING = "one-shot", "tuned", "both", "tuning"
@@ -106,6 +107,17 @@ def load_tunings(runs: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
             except ValueError as e:
                 raise ValueError(f"{file} is unreadable ({e}); run llbbench tune again to rewrite it") from None
     return found
+
+
+def load_saddle(roots: Iterable[str | Path]) -> dict[str, Any] | None:
+    """The Fig. 8 measurement (`llbbench saddle`) under `roots`, the first found; None without one."""
+    for root in map(Path, roots):
+        for file in sorted(root.rglob(SADDLE_FILE)):
+            try:
+                return json.loads(file.read_text())
+            except ValueError as e:
+                raise ValueError(f"{file} is unreadable ({e}); run llbbench saddle again to rewrite it") from None
+    return None
 
 
 def protocol(run: Any, entries: list[dict[str, Any]]) -> str:

@@ -39,7 +39,7 @@ def test_known_counts_and_vgg_with_batch_norm():
         )
 
 
-@pytest.mark.parametrize("name", [*PAPER, "smallcnn"])
+@pytest.mark.parametrize("name", [*PAPER, "smallcnn", "mlp"])
 @pytest.mark.parametrize(("form", "size", "width"), [("cifar", 32, 0.125), ("imagenet", 224, 0.0625)])
 def test_every_network_runs_forward_and_backward(name, form, size, width):
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def test_dropout_option_reaches_the_classifier():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "resnet18"}, "unknown model 'resnet18'; valid names: alexnet, googlenet, resnet152"),
+        ({"name": "resnet18"}, "unknown model 'resnet18'; valid names: alexnet, googlenet, mlp, resnet152"),
         ({"name": "resnet34", "dropout": 0.5}, "model 'resnet34' has no option dropout; valid: width"),
         ({"name": "vgg16", "form": "mnist"}, "model.form='mnist' is not one of auto, cifar, imagenet"),
         ({"name": "vgg16", "width": 0.0}, "model.width=0.0 must be positive"),

@@ -200,3 +200,21 @@ def test_tables_say_how_a_network_was_run_and_on_what_stand_in():
         "Networks as run: alexnet: dropout 0, batch_norm; init msra; on cifar10 as a stand-in for ImageNet."
     ]
     assert _network_notes(runs[runs["model"] == "resnet34"], "optimizer") == []
+
+
+@pytest.mark.parametrize(
+    ("llb", "verdict"),
+    [
+        ([10, 12, 11], "holds"),  # before Adam (20-22) and the stallers (never: 101) on every seed
+        ([150, None, None], "contradicted"),  # after Adam on every seed
+        ([10, 60, 30], "inconclusive"),  # before, after, before Adam's 20-22... by too little to tell
+    ],
+)
+def test_claim_7_pairs_the_escape_steps_by_seed(llb, verdict):
+    from llbbench.report.claims import saddles
+
+    escapes = {"llb": llb, "adam": [20, 22, 21], "sgd": [None] * 3, "nag": [None] * 3, "adagrad": [90, 95, 99]}
+    claim = saddles({"escapes": escapes, "budget": 100})
+    assert claim.verdict == verdict
+    assert claim.rows["adam<sgd"]["verdict"] == "holds"  # Adam escapes, SGD never does (counted as 101)
+    assert saddles(None).verdict == "not measured"

@@ -1,0 +1,178 @@
+"""`llbbench saddle`: Fig. 8 on a network — every optimizer of the paper from a start next to a saddle point.
+
+For each seed, each optimizer trains the experiment's network (experiment/fig8_saddle.yaml: a perceptron started
+next to zero weights) from the same start on the same mini-batches, for `saddle.steps` steps; the loss on a fixed
+batch of `saddle.probe` training images is measured after every step. The escape is the first step at which it
+is `saddle.escape_drop` (10%) below its value at the start. The weights are kept every `saddle.snapshot_every`
+steps; the first seed's trajectories are projected on the two principal components of all of them (centred at
+the common start), with the probe loss over that plane. Everything goes to `<results_dir>/<experiment_name>/
+saddle.json`, which `llbbench report` draws as Fig. 8 and judges claim 7 on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from tqdm.auto import tqdm
+
+from . import config, optim, train
+from . import data as datasets
+
+log = logging.getLogger(__name__)
+FILE = "saddle.json"
+OPTIMIZERS = ("llb", "sgd", "pathsgd", "nag", "adagrad", "adam", "adadelta", "rmsprop", "esgd")  # the paper's nine
+GRID = 25  # points a side of the loss surface on the plane
+
+
+def compose(overrides: list[str], optimizer: str, seed: int) -> DictConfig:
+    return config.compose([*overrides, f"optimizer={optimizer}", f"seed={seed}"])
+
+
+def identity(overrides: list[str]) -> str:
+    """A hash of everything the measurement depends on (the resolved configs of every optimizer, seed 0)."""
+    configs = [OmegaConf.to_container(compose(overrides, name, 0), resolve=True) for name in OPTIMIZERS]
+    for c in configs:
+        c.pop("results_dir", None)
+        c.get("dataset", {}).pop("root", None)
+    return hashlib.sha256(json.dumps(configs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def trajectory(cfg: DictConfig) -> dict[str, Any]:
+    """One optimizer from the seed's start: the probe loss after every step, the weight snapshots, the escape."""
+    setup = train.prepare(cfg)
+    s, model, data = cfg.saddle, setup.model, setup.data
+    probe_images, probe_labels = next(data.train.batches(min(s.probe, len(data.train))))
+    per_epoch = data.train.num_batches(cfg.train.batch_size, cfg.train.drop_last)
+
+    def probe_loss() -> float:
+        with torch.no_grad():
+            return float(F.cross_entropy(model(probe_images), probe_labels))
+
+    losses, snapshots = [probe_loss()], [parameters_to_vector(model.parameters()).detach().clone()]
+    status, step = "completed", 0
+    model.train()
+    while step < s.steps and status == "completed":
+        epoch = step // per_epoch + 1
+        order = datasets.epoch_order(len(data.train), cfg.seed, epoch)
+        for images, labels in data.train.batches(cfg.train.batch_size, order, cfg.train.drop_last):
+            loss = F.cross_entropy(model(images), labels)
+            setup.optimizer.zero_grad(set_to_none=True)
+            try:
+                optim.backward_and_step(setup.spec, setup.optimizer, loss)
+            except optim.NonFiniteLoss:
+                status = "diverged"
+                break
+            step += 1
+            losses.append(probe_loss())
+            if not math.isfinite(losses[-1]):
+                status = "diverged"
+                break
+            if step % s.snapshot_every == 0:
+                snapshots.append(parameters_to_vector(model.parameters()).detach().clone())
+            if step >= s.steps:
+                break
+    bar = (1 - s.escape_drop) * losses[0]
+    escape = next((i for i, value in enumerate(losses) if value <= bar), None)
+    return {"status": status, "losses": losses, "escape": escape, "snapshots": torch.stack(snapshots),
+            "setup": setup, "probe": (probe_images, probe_labels)}  # fmt: skip
+
+
+def blew_up(losses: list[float]) -> bool:
+    """A trajectory that left the region of the saddle: its probe loss non-finite or above 1.5 times the start's
+    (it would stretch the plane's principal components over its own flight)."""
+    return not all(math.isfinite(v) and v <= 1.5 * losses[0] for v in losses)
+
+
+def plane(paths: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The first seed's trajectories on the two principal components of all their snapshots (centred at the
+    common start; trajectories that blew up left out), and the probe loss over that plane."""
+    start = next(iter(paths.values()))["snapshots"][0]
+    finite = {name: p for name, p in paths.items() if not blew_up(p["losses"])}
+    moves = torch.cat([p["snapshots"] - start for p in finite.values()]).double()
+    _, singular, directions = torch.linalg.svd(moves, full_matrices=False)
+    basis = directions[:2]  # 2 × P
+    explained = (singular[:2] ** 2 / (singular**2).sum()).tolist()
+    projected = {name: (p["snapshots"].double() - start) @ basis.T for name, p in finite.items()}
+    reach = max(float(t.abs().max()) for t in projected.values()) * 1.2 or 1.0
+    axis = torch.linspace(-reach, reach, GRID, dtype=torch.float64)
+    reference = next(iter(finite.values()))
+    model, (images, labels) = reference["setup"].model, reference["probe"]
+    surface = []
+    with torch.no_grad():
+        for b in axis:
+            row = []
+            for a in axis:
+                vector_to_parameters((start.double() + a * basis[0] + b * basis[1]).float(), model.parameters())
+                row.append(round(float(F.cross_entropy(model(images), labels)), 5))
+            surface.append(row)
+    return {
+        "left_out": [name for name in paths if name not in finite],
+        "explained": [round(e, 5) for e in explained],
+        "axis": [round(float(v), 6) for v in axis],
+        "loss": surface,
+        "paths": {name: [[round(float(x), 6) for x in point] for point in t] for name, t in projected.items()},
+    }
+
+
+def measure(overrides: list[str], rerun: bool = False) -> Path:
+    """Run the measurement (unless its file is there for the same configs) and return the file."""
+    first = compose(overrides, "sgd", 0)
+    config.check(first)
+    out = Path(first.results_dir) / first.experiment_name / FILE
+    key = identity(overrides)
+    if out.exists() and not rerun:
+        try:
+            if json.loads(out.read_text()).get("identity") == key:
+                log.info("already measured: %s (rerun=true measures again)", out)
+                return out
+        except ValueError:
+            pass  # unreadable: measure again
+    s = first.saddle
+    escapes: dict[str, list[int | None]] = {name: [] for name in OPTIMIZERS}
+    losses: dict[str, list[list[float]]] = {name: [] for name in OPTIMIZERS}
+    statuses: dict[str, list[str]] = {name: [] for name in OPTIMIZERS}
+    drawn = None
+    with tqdm(total=s.seeds * len(OPTIMIZERS), unit="run", desc="saddle", disable=None) as bar:
+        for seed in range(s.seeds):
+            paths = {}
+            for name in OPTIMIZERS:
+                result = trajectory(compose(overrides, name, seed))
+                escapes[name].append(result["escape"])
+                losses[name].append([round(v, 5) if math.isfinite(v) else None for v in result["losses"]])
+                statuses[name].append(result["status"])
+                paths[name] = result
+                bar.update()
+            if seed == 0:
+                drawn = plane(paths)
+    record = {
+        "identity": key,
+        "scale": first.scale,
+        "network": OmegaConf.to_container(first.model, resolve=True),
+        "init": OmegaConf.to_container(first.init, resolve=True),
+        "data": first.dataset.fingerprint,
+        "rates": {name: _rate(overrides, name) for name in OPTIMIZERS},
+        "budget": s.steps,
+        "seeds": s.seeds,
+        "escape_drop": s.escape_drop,
+        "escapes": escapes,
+        "statuses": statuses,
+        "probe_losses": losses,
+        "plane": drawn,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, allow_nan=False) + "\n")
+    return out
+
+
+def _rate(overrides: list[str], name: str) -> float | None:
+    rate = compose(overrides, name, 0).optimizer.get("lr")
+    return None if rate is None else float(rate)

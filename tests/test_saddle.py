@@ -1,0 +1,72 @@
+"""`llbbench saddle` (Fig. 8 on a network): what it records, that it is not redone for the same configs, and that
+the report draws it and judges claim 7 on it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from llbbench import saddle
+from llbbench.report import build_report
+
+
+@pytest.fixture(scope="module")
+def measured(cifar_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("saddle")
+    overrides = [
+        "experiment=fig8_saddle",
+        f"dataset.root={cifar_root}",
+        f"results_dir={root}",
+        "device=cpu",
+        "model.width=0.0625",
+        "saddle.seeds=2",
+        "saddle.steps=6",
+        "saddle.probe=64",
+        "saddle.snapshot_every=2",
+    ]
+    return root, overrides, saddle.measure(overrides)
+
+
+def test_every_optimizer_from_the_same_start_for_every_seed(measured):
+    root, _, path = measured
+    assert path == root / "fig8_saddle" / "saddle.json"
+    record = json.loads(path.read_text())
+    assert set(record["escapes"]) == set(saddle.OPTIMIZERS) and record["budget"] == 6 and record["seeds"] == 2
+    for name in saddle.OPTIMIZERS:
+        losses = record["probe_losses"][name]
+        assert len(losses) == 2 and all(len(run) <= 7 for run in losses)
+        assert [run[0] for run in losses] == [record["probe_losses"]["sgd"][s][0] for s in range(2)]  # one start
+        for run, escape in zip(losses, record["escapes"][name], strict=True):
+            bar = 0.9 * run[0]
+            first = next((i for i, v in enumerate(run) if v is not None and v <= bar), None)
+            assert escape == first
+    # next to the zero weights the loss is that of uniform predictions, ln 10
+    assert record["probe_losses"]["sgd"][0][0] == pytest.approx(math.log(10), abs=0.01)
+    drawn = record["plane"]
+    assert len(drawn["axis"]) == saddle.GRID and len(drawn["loss"]) == saddle.GRID
+    assert 0 < sum(drawn["explained"]) <= 1 + 1e-6
+    for name, points in drawn["paths"].items():
+        assert points[0] == [0.0, 0.0] and name not in drawn["left_out"]  # every path starts at the common start
+    assert record["rates"]["sgd"] == 0.1 and record["rates"]["adam"] == 0.001  # the configured rates
+
+
+def test_the_same_configs_are_not_measured_again_and_others_are(measured):
+    _, overrides, path = measured
+    before = path.stat().st_mtime_ns
+    assert saddle.measure(overrides) == path and path.stat().st_mtime_ns == before
+    assert saddle.identity([*overrides, "saddle.escape_drop=0.2"]) != saddle.identity(overrides)
+
+
+def test_the_report_draws_it_and_judges_claim_7_on_it(measured, tmp_path):
+    from tests.report.test_report import write_run
+
+    root, _, _ = measured
+    write_run(root, "table2_cifar10", "resnet34", "sgd", 0, [2.0, 1.0], 1.5)
+    report = build_report([root], out=tmp_path / "report")
+    claim = json.loads((report / "claims.json").read_text())[6]
+    assert claim["id"] == 7 and claim["verdict"] != "not measured"
+    assert set(claim["rows"]) == {"llb<sgd", "llb<nag", "llb<adagrad", "llb<adam", "adam<sgd", "adam<nag",
+                                  "adam<adagrad"}  # fmt: skip
+    assert (report / "fig8_saddles.png").stat().st_size > 10_000
