@@ -88,7 +88,7 @@ def test_an_error_while_training_is_recorded_as_failed(make_config, tmp_path, mo
     ("override", "message"),
     [
         ("optimizer.name=nosuch", "unknown optimizer 'nosuch'; valid names: adadelta, adagrad, adam"),
-        ("model.name=nosuch", "unknown model 'nosuch'; valid names: alexnet, googlenet, resnet152"),
+        ("model.name=nosuch", "unknown model 'nosuch'; valid names: alexnet, googlenet, mlp, resnet152"),
         ("dataset.name=nosuch", "unknown dataset 'nosuch'; valid names: cifar10, imagefolder, imagenet"),
         ("init.name=nosuch", "unknown init 'nosuch'; valid names: default, msra"),
         ("fold=7", "fold=7 is out of range: use 0..4"),
