@@ -61,6 +61,13 @@ def describe(runs: pd.DataFrame, unreadable: dict[str, str] | None = None) -> li
         f"- networks: {values('model')} at width {values('width')}; epoch budget {values('epoch_budget')}",
         f"- runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in sorted(runs['status'].value_counts().items()))})",
     ]
+    if "seconds" in runs and runs["seconds"].notna().any():
+        lines.append(
+            f"- recorded run time: {runs['seconds'].sum() / 60:.1f} min (training and evaluation, summed over the "
+            f"runs' summaries; by experiment: "
+            + ", ".join(f"{e} {t / 60:.1f}" for e, t in runs.groupby("experiment")["seconds"].sum().items())
+            + ")"
+        )
     lines += _data_lines(runs)
     if unreadable:
         lines.append(f"- **{len(unreadable)} run directories could not be read** and are left out:")

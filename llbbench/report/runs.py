@@ -173,6 +173,7 @@ def _row(path: Path) -> dict[str, Any]:
         "classes": summary.get("num_classes"),
         "steps": summary.get("steps"),
         "epochs": summary.get("epochs"),
+        "seconds": summary.get("seconds"),
         "train_loss": final.get("train_loss"),
         "test_loss": final.get("test_loss"),
         "test_acc": final.get("test_acc"),

@@ -385,6 +385,15 @@ def _order(runs: pd.DataFrame, metric: str) -> list[str]:
     return sorted(means, key=lambda name: (means[name], name))
 
 
+def _epochs_note(runs: pd.DataFrame) -> str:
+    """Table 3's protocol: whether every batch size got the same epochs (the paper's), and how many each got."""
+    budgets = runs.groupby("batch_size")["epoch_budget"].agg(lambda v: ", ".join(map(str, sorted(set(v)))))
+    same = runs["epoch_budget"].nunique() == 1
+    shown = "; ".join(f"{size}: {epochs}" for size, epochs in budgets.items())
+    protocol = "the same epochs for every batch size (the paper's protocol)" if same else "epochs per batch size"
+    return f"Budget: {protocol} — batch size: epochs {shown}; the steps row shows what each took."
+
+
 ONE_SHOT_NOTE = "Rates: one-shot, each optimizer's configured rate (the paper's protocol)."
 
 
@@ -413,10 +422,15 @@ def all_tables(groups: dict[str, pd.DataFrame], tunings: dict[str, list[dict]]) 
         if len(one_shot(runs)):
             table = grid_table(name, caption + " (one-shot rates)", one_shot(runs), column, order, metrics)
             table.notes.insert(0, ONE_SHOT_NOTE)
+            if name == "table3":
+                table.notes.insert(1, _epochs_note(one_shot(runs)))
             tables.append(table)
         if len(tuned(runs)):
             table = grid_table(f"{name}_tuned", caption + " (tuned rates)", tuned(runs), column, order, metrics)
             table.notes.insert(0, tuned_note)
+            untuned = [n for n in ordered(one_shot(runs)["model"], NETWORKS) if n not in set(tuned(runs)["model"])]
+            if untuned:
+                table.notes.insert(1, f"Not tuned (one-shot only, in the table above): {', '.join(untuned)}.")
             tables.append(table)
             if name == "table2" and len(one_shot(runs)):
                 tables.append(ranking_table(one_shot(runs), tuned(runs)))
