@@ -440,10 +440,10 @@ def evaluate(model: nn.Module, split: datasets.Split | None, batch_size: int) ->
     if split is None:
         return math.nan, math.nan
     model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=split.labels.device)
-    correct = torch.zeros((), dtype=torch.long, device=split.labels.device)
+    # the sums live where the batches do (an image folder keeps its labels on the CPU and its batches on the GPU)
+    loss = correct = 0
     for images, labels in split.batches(batch_size):
         output = model(images)
-        loss += F.cross_entropy(output, labels, reduction="sum").double()
-        correct += (output.argmax(1) == labels).sum()
-    return loss.item() / len(split), correct.item() / len(split)
+        loss = loss + F.cross_entropy(output, labels, reduction="sum").double()
+        correct = correct + (output.argmax(1) == labels).sum()
+    return float(loss) / len(split), float(correct) / len(split)

@@ -139,3 +139,25 @@ def test_eval_every_evaluates_every_nth_epoch_and_always_the_last(make_config, t
     assert float(rows[0]["eval_seconds"]) == 0.0 < float(rows[1]["eval_seconds"])
     assert sparse["model_sha256"] == dense["model_sha256"]
     assert sparse["final"]["test_loss"] == dense["final"]["test_loss"]
+
+
+def test_evaluate_sums_on_the_batches_device_not_the_splits(make_config):
+    """An image folder keeps its labels on the CPU and yields batches on the GPU: the sums must follow the batches.
+    Here the split's labels stand on PyTorch's `meta` device while its batches are on the CPU."""
+    import torch
+
+    setup = train.prepare(make_config("fold=0"))
+    split = setup.data.val
+    expected = train.evaluate(setup.model, split, 64)
+
+    class Elsewhere:
+        labels = split.labels.to("meta")
+
+        def __len__(self):
+            return len(split)
+
+        def batches(self, batch_size):
+            return split.batches(batch_size)
+
+    assert train.evaluate(setup.model, Elsewhere(), 64) == expected
+    assert torch.isfinite(torch.tensor(expected)).all()

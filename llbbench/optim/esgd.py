@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ._checks import check_values
+from ._checks import check_values, load_shared_state
 
 __all__ = ["ESGD"]
 
@@ -67,6 +67,10 @@ class ESGD(torch.optim.Optimizer):
     def estimates(self) -> int:
         """How many Hessian-vector products have been accumulated (n)."""
         return self.state[_GLOBAL].get("estimates", 0)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's, and the optimizer-wide state onto the parameters' device (a resume on another device)."""
+        load_shared_state(self, state_dict, _GLOBAL)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:

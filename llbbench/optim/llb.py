@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ._checks import check_values
+from ._checks import check_values, load_shared_state
 
 __all__ = ["CONV_NORMS", "DIRECTIONS", "FC_NORMS", "GROUPINGS", "KINDS", "LLbSGD", "NonFiniteLoss", "layer_groups"]
 
@@ -203,6 +203,10 @@ class LLbSGD(torch.optim.Optimizer):
         return {
             group["name"]: variations[k] if k < len(variations) else 0.0 for k, group in enumerate(self.param_groups)
         }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's, and the optimizer-wide state onto the parameters' device (a resume on another device)."""
+        load_shared_state(self, state_dict, _GLOBAL)
 
     @torch.no_grad()
     def step(

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ._checks import check_values
+from ._checks import check_values, load_shared_state
 
 __all__ = ["PathSGD", "path_kappa"]
 
@@ -120,6 +120,10 @@ class PathSGD(torch.optim.Optimizer):
     def kappa(self) -> list[torch.Tensor | None]:
         """κ of the model's parameters in `named_parameters` order (None: plain SGD), as last computed."""
         return list(self.state[_GLOBAL].get("kappa", []))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's, and the optimizer-wide state onto the parameters' device (a resume on another device)."""
+        load_shared_state(self, state_dict, _GLOBAL)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
