@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import config, models, optim
+from . import config, gpus, models, optim
 from . import data as datasets
 from .runs import CHECKPOINT, RunDir, RunLock, environment, final_status, identity
 from .schedules import build_scheduler
@@ -97,7 +97,8 @@ def execute(cfg: DictConfig, run_dir: str | Path) -> str:
 
     Returns the status: `completed`, `diverged`, `stopped` or `failed` for a run trained now, `skipped` for one
     that had ended already (`rerun=true` trains it again) or is locked by a live process. A run that `failed` has
-    not ended: it is trained again from the start.
+    not ended: it is trained again from the start. With `device=auto` on a machine with several GPUs the run first
+    claims one that no other run holds (`gpus.claim`), waiting for one if all are busy.
     """
     with RunLock(run_dir) as lock:
         if not lock.acquire():
@@ -110,7 +111,13 @@ def execute(cfg: DictConfig, run_dir: str | Path) -> str:
         if done is not None:  # a failed run (its cause may be fixed now), or rerun=true: start over
             log.info("%s: %s", "training again after a failure" if done == "failed" else "rerun=true", run_dir)
             RunDir(run_dir).clear()
-        return run(cfg, run_dir)["status"]
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not gpus.should_claim(str(cfg.get("device", "auto")), count):
+            return run(cfg, run_dir)["status"]
+        with gpus.claim(count) as index:  # several GPUs: this run takes one no other run holds
+            cfg.device = f"cuda:{index}"  # not part of the run's identity
+            log.info("on GPU %d of %d", index, count)
+            return run(cfg, run_dir)["status"]
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
