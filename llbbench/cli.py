@@ -23,6 +23,8 @@ commands:
            e.g. `llbbench run optimizer=adam train.epochs=2`; `llbbench run --help` lists the config groups
   tune     the initial rate of every (network, optimizer) of an experiment's sweep, on one fold:
            `llbbench tune experiment=table2_cifar10 scale=small`; then `llbbench run -m experiment=... tuned=true`
+  prepare-data  decode an image-folder dataset once into arrays that `dataset.format=predecoded` reads:
+           `llbbench prepare-data dataset=imagenet dataset.root=/data/imagenet`
   saddle   Fig. 8 on a network: every optimizer from a start next to a saddle point, several seeds:
            `llbbench saddle experiment=fig8_saddle scale=small results_dir=results/small`
   report   the paper's tables, figures and a claims check from run directories:
@@ -31,7 +33,7 @@ commands:
 `llbbench COMMAND --help` says more about each command.
 """
 
-COMMANDS = ("run", "tune", "saddle", "report")
+COMMANDS = ("run", "tune", "prepare-data", "saddle", "report")
 
 
 def _run(cfg: DictConfig) -> str:
@@ -85,10 +87,46 @@ def main(argv: list[str] | None = None) -> int:
         return tune(rest)
     if command == "saddle":
         return saddle(rest)
+    if command == "prepare-data":
+        return prepare_data(rest)
     if command == "report":
         return report(rest)
     print(f"llbbench: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2
+
+
+PREPARE_HELP = """\
+usage: llbbench prepare-data dataset=imagenet|imagefolder dataset.root=DIR [OVERRIDE ...]
+
+Decodes the train and test splits of an image folder once, exactly as a run's folder pipeline does (RGB, resize,
+centre crop), into uint8 arrays with their labels and a manifest, under DIR/.predecoded/ (or
+dataset.predecoded_dir). Runs with dataset.format=predecoded then read them without decoding and end with the
+same weights. The manifest records the folder's fingerprint: after files change, a run asks for this again.
+"""
+
+
+def prepare_data(argv: list[str]) -> int:
+    """`llbbench prepare-data`: write an image folder's predecoded arrays and say where."""
+    if argv and argv[0] in ("-h", "--help"):
+        print(PREPARE_HELP, end="")
+        return 0
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    from . import config, data
+    from .data import predecoded
+
+    try:
+        options = OmegaConf.to_container(config.check(config.compose(argv)).dataset, enum_to_str=True)
+        if options["name"] == "cifar10":
+            raise ValueError("CIFAR-10 is held as one tensor already; prepare-data is for image folders "
+                             "(dataset=imagenet or dataset=imagefolder dataset.root=DIR)")  # fmt: skip
+        path = predecoded.prepare(options, data.fingerprint(options))
+    except (ValueError, FileNotFoundError, HydraException) as e:
+        print(f"llbbench prepare-data: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"predecoded arrays written: {path.parent}")
+    return 0
 
 
 SADDLE_HELP = """\

@@ -120,6 +120,7 @@ def _at_least(minimum: float, default: Any = MISSING) -> Any:
 
 
 Schedule = enum.Enum("Schedule", {name: name for name in SCHEDULES})
+DataFormat = enum.Enum("DataFormat", {name: name for name in ("folder", "predecoded")})  # data.FORMATS
 
 
 @dataclass
@@ -215,6 +216,8 @@ class ImageFolderConfig:
     resize: int = _at_least(1, 256)
     crop: int = _at_least(1, 224)
     num_workers: int = _at_least(0, 4)
+    format: DataFormat = DataFormat.folder
+    predecoded_dir: str | None = None
     subset: int | None = _at_least(1, None)
     test_subset: int | None = _at_least(1, None)
     mean: list[float] = MISSING

@@ -31,7 +31,7 @@ def problem(cfg: DictConfig) -> str | None:
     try:
         typed = config.check(cfg)
         resolve_device(typed.device)
-        data.check_fingerprint(OmegaConf.to_container(typed.dataset))
+        data.check_fingerprint(OmegaConf.to_container(typed.dataset, enum_to_str=True))
         check_writable(Path(typed.results_dir), "results_dir")
     except (ValueError, OSError) as e:
         return str(e)

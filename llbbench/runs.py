@@ -41,6 +41,8 @@ NOT_IDENTITY = (
     "dataset.root",
     "dataset.download",
     "dataset.num_workers",
+    "dataset.format",  # the same pixels, decoded per batch or read from `llbbench prepare-data`'s arrays
+    "dataset.predecoded_dir",
     "train.log_every",
     "train.eval_batch_size",
     "tune",  # how rates are tuned, and whether a run takes the tuned rate: the rate itself is in the identity

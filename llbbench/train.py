@@ -71,7 +71,7 @@ def prepare(cfg: DictConfig) -> Setup:
     typed = config.check(cfg)
     device = resolve_device(typed.device)
     seed_everything(typed.seed)
-    options = OmegaConf.to_container(typed.dataset)
+    options = OmegaConf.to_container(typed.dataset, enum_to_str=True)
     data = datasets.build(options, device=device, fold=typed.fold, folds=typed.cv.folds, cv_seed=typed.cv.seed)
     datasets.check_fingerprint(options)
     per_epoch = data.train.num_batches(typed.train.batch_size, typed.train.drop_last)

@@ -14,14 +14,17 @@ from typing import Any
 
 import torch
 
+from . import predecoded
 from .cifar import NUM_CLASSES as CIFAR10_CLASSES
 from .cifar import cifar10_fingerprint, load_cifar10
 from .folder import FolderSplit, folder_fingerprint, scan_split
+from .predecoded import PredecodedSplit
 from .tensors import TensorSplit, normalize
 
 __all__ = [
     "Data",
     "FolderSplit",
+    "PredecodedSplit",
     "Split",
     "TensorSplit",
     "build",
@@ -34,8 +37,9 @@ __all__ = [
     "stratified_subset",
 ]
 
-Split = TensorSplit | FolderSplit
+Split = TensorSplit | FolderSplit | PredecodedSplit
 _DATASETS = ("cifar10", "imagefolder", "imagenet")
+FORMATS = ("folder", "predecoded")  # an image folder's `dataset.format`: decode JPEGs per batch, or read arrays
 UNAVAILABLE = "unavailable"  # the fingerprint of data that could not be read (the run then says why)
 
 
@@ -150,7 +154,12 @@ def _cifar10(options: dict[str, Any], device: torch.device) -> tuple[TensorSplit
     return train, TensorSplit(test_x.to(device), test_y.to(device), mean, std), CIFAR10_CLASSES
 
 
-def _image_folder(options: dict[str, Any], device: torch.device) -> tuple[FolderSplit, FolderSplit, int]:
+def _image_folder(options: dict[str, Any], device: torch.device) -> tuple[Split, Split, int]:
+    fmt = options.get("format", "folder")
+    if fmt not in FORMATS:
+        raise ValueError(f"dataset.format={fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt == "predecoded":
+        return predecoded.load(options, fingerprint(options), device, *_statistics(options, device))
     root = Path(options["root"])
     classes, train_paths, train_labels, _ = scan_split(root, options["train_split"])
     _, test_paths, test_labels, _ = scan_split(root, options["test_split"], classes)
