@@ -120,6 +120,7 @@ def _at_least(minimum: float, default: Any = MISSING) -> Any:
 
 
 Schedule = enum.Enum("Schedule", {name: name for name in SCHEDULES})
+Precision = enum.Enum("Precision", {name: name for name in ("auto", "fp32", "tf32", "bf16")})  # precision.PRECISIONS
 DataFormat = enum.Enum("DataFormat", {name: name for name in ("folder", "predecoded")})  # data.FORMATS
 
 
@@ -137,6 +138,8 @@ class TrainConfig:
     eval_batch_size: int = _at_least(1, 256)
     log_every: int = _at_least(1, 10)
     eval_every: int = _at_least(1, 1)
+    precision: Precision = Precision.auto
+    channels_last: bool | None = None
     schedule: Schedule = Schedule.constant
     schedule_k: float = _at_least(0.0, 0.9)
     plateau: PlateauConfig | None = None

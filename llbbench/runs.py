@@ -27,6 +27,8 @@ from typing import Any
 import torch
 import torchvision
 
+from . import precision
+
 STATUSES = ("completed", "diverged", "stopped", "failed")
 CHECKPOINT = "checkpoint.pt"
 RUN_FILES = ("config.yaml", "env.json", "steps.csv", "epochs.csv", "layer_lrs.csv", "summary.json", CHECKPOINT)
@@ -54,6 +56,8 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a resolved config (plain dict) that defines a run: everything but `NOT_IDENTITY`."""
     kept = json.loads(json.dumps(config, default=str))
     kept.pop("hydra", None)
+    if isinstance(kept.get("train"), dict):  # precision and layout as resolved on this machine's device
+        precision.identity_values(kept["train"], _device_of(str(kept.get("device", "auto"))))
     for dotted in NOT_IDENTITY:
         *parents, leaf = dotted.split(".")
         node = kept
@@ -62,6 +66,16 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(node, dict):
             node.pop(leaf, None)
     return kept
+
+
+def _device_of(name: str) -> torch.device:
+    """The device a run asking for `name` gets (the CPU for a name that is not one: the run then refuses it)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        return torch.device("cpu")
 
 
 def run_id(config: Mapping[str, Any]) -> str:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import config, gpus, models, optim
+from . import config, gpus, models, optim, precision
 from . import data as datasets
 from .runs import CHECKPOINT, RunDir, RunLock, environment, final_status, identity
 from .schedules import build_scheduler
@@ -37,6 +37,8 @@ class Setup:
     spec: optim.OptimizerSpec
     device: torch.device
     scheduler: torch.optim.lr_scheduler.LRScheduler  # `train.schedule`, stepped after every optimizer step
+    precision: str = "fp32"  # `train.precision`, resolved (llbbench/precision.py)
+    channels_last: bool = False  # `train.channels_last`, resolved
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,12 +86,15 @@ def prepare(cfg: DictConfig) -> Setup:
     model = models.build(model_name, data.num_classes, data.input_shape, **model_opts)
     init_name, init_opts = _options(typed.init)
     models.initialize(model, init_name, **init_opts)
-    model.to(device)
+    numeric = precision.resolve(typed.train.precision.name, device)
+    channels_last = precision.resolve_channels_last(typed.train.channels_last, device)
+    precision.configure(numeric, device)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     opt_name, opt_opts = _options(typed.optimizer)
     optimizer = optim.build(opt_name, model, input_shape=data.input_shape, **opt_opts)
     t = typed.train
     scheduler = build_scheduler(optimizer, t.schedule.name, t.schedule_k, per_epoch, t.epochs * per_epoch)
-    return Setup(data, model, optimizer, optim.get(opt_name), device, scheduler)
+    return Setup(data, model, optimizer, optim.get(opt_name), device, scheduler, numeric, channels_last)
 
 
 def execute(cfg: DictConfig, run_dir: str | Path) -> str:
@@ -142,6 +147,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         log.info("resuming from step %d (epoch %d, batch %d)", progress.steps, progress.epoch, progress.batch)
     else:
         record.clear()
+        cfg.train.precision, cfg.train.channels_last = setup.precision, setup.channels_last  # as resolved here
         record.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         record.write_json("env.json", environment(setup.device))
     try:
@@ -339,8 +345,11 @@ class _Loop:
         order = datasets.epoch_order(len(data.train), self.cfg.seed, epoch)
         try:
             for images, labels in data.train.batches(t.batch_size, order, t.drop_last, skip=progress.batch):
-                output = model(images)
-                loss = F.cross_entropy(output, labels)
+                if setup.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with precision.autocast(setup.precision, setup.device):  # the optimizer steps outside it
+                    output = model(images)
+                    loss = F.cross_entropy(output, labels)
                 optimizer.zero_grad(set_to_none=True)
                 try:
                     optim.backward_and_step(spec, optimizer, loss)
@@ -382,8 +391,8 @@ class _Loop:
         eval_start = time.perf_counter()
         evaluated = epoch % t.eval_every == 0 or epoch == t.epochs or self.plateau is not None
         if evaluated:
-            val_loss, val_acc = evaluate(self.setup.model, data.val, t.eval_batch_size)
-            test_loss, test_acc = evaluate(self.setup.model, data.test, t.eval_batch_size)
+            val_loss, val_acc = evaluate(self.setup.model, data.val, t.eval_batch_size, self.setup.precision)
+            test_loss, test_acc = evaluate(self.setup.model, data.test, t.eval_batch_size, self.setup.precision)
         else:  # `train.eval_every`: not this epoch (NaN in epochs.csv)
             val_loss = val_acc = test_loss = test_acc = math.nan
         row = {
@@ -442,15 +451,19 @@ def _diverged(step: int) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: datasets.Split | None, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on `split` (NaN, NaN when there is no split)."""
+def evaluate(
+    model: nn.Module, split: datasets.Split | None, batch_size: int, numeric: str = "fp32"
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` on `split` (NaN, NaN when there is no split), the forward pass
+    in precision `numeric` (the loss summed in float64)."""
     if split is None:
         return math.nan, math.nan
     model.eval()
     # the sums live where the batches do (an image folder keeps its labels on the CPU and its batches on the GPU)
     loss = correct = 0
     for images, labels in split.batches(batch_size):
-        output = model(images)
-        loss = loss + F.cross_entropy(output, labels, reduction="sum").double()
+        with precision.autocast(numeric, images.device):
+            output = model(images)
+        loss = loss + F.cross_entropy(output.float(), labels, reduction="sum").double()
         correct = correct + (output.argmax(1) == labels).sum()
     return float(loss) / len(split), float(correct) / len(split)
