@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llbbench-installed
 
-.PHONY: run reproduce-small tuned-small reproduce-tables test test-slow test-slurm lint format bench clean-runs
+.PHONY: run reproduce-small tuned-small reproduce-tables test test-slow test-slurm lint format bench bench-gpu clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+bench-gpu: $(STAMP)  ## the GPU path measured (results/bench/gpu.json; ARGS=--quick: tiny sizes on a CPU, gpu_quick.json)
+	$(BIN)/python scripts/bench_gpu.py $(ARGS)
 
 bench: $(STAMP)  ## benchmarks: write results/bench/*.json (needs CIFAR-10 under $$LLBBENCH_DATA or ./data)
 	$(BIN)/python scripts/bench_run.py

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,23 +111,19 @@ def prepare_data(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(PREPARE_HELP, end="")
         return 0
-    from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
     from . import config, data
     from .data import predecoded
 
-    try:
+    def work() -> str:
         options = OmegaConf.to_container(config.check(config.compose(argv)).dataset, enum_to_str=True)
         if options["name"] == "cifar10":
             raise ValueError("CIFAR-10 is held as one tensor already; prepare-data is for image folders "
                              "(dataset=imagenet or dataset=imagefolder dataset.root=DIR)")  # fmt: skip
-        path = predecoded.prepare(options, data.fingerprint(options))
-    except (ValueError, FileNotFoundError, HydraException) as e:
-        print(f"llbbench prepare-data: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(f"predecoded arrays written: {path.parent}")
-    return 0
+        return f"predecoded arrays written: {predecoded.prepare(options, data.fingerprint(options)).parent}"
+
+    return _guarded("prepare-data", work)
 
 
 SADDLE_HELP = """\
@@ -146,20 +143,13 @@ def saddle(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(SADDLE_HELP, end="")
         return 0
-    from hydra.errors import HydraException
-
     from . import saddle as measurement
 
     overrides = [a for a in argv if a != "rerun=true"]
     if not any(a.startswith("experiment=") for a in overrides):
         overrides.insert(0, "experiment=fig8_saddle")
-    try:
-        path = measurement.measure(overrides, rerun=len(overrides) < len(argv))
-    except (ValueError, FileNotFoundError, HydraException) as e:
-        print(f"llbbench saddle: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(f"saddle measurement written: {path}")
-    return 0
+    rerun = len(overrides) < len(argv)
+    return _guarded("saddle", lambda: f"saddle measurement written: {measurement.measure(overrides, rerun=rerun)}")
 
 
 TUNE_HELP = """\
@@ -180,19 +170,29 @@ def tune(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(TUNE_HELP, end="")
         return 0 if argv else 2
-    from hydra.errors import HydraException
-
     from . import tuning
 
-    try:
+    def work() -> str:
         path = tuning.tune(argv)
+        lines = [
+            f"{e['network']} × {e['optimizer']}: {e['winner']:.4g}" + (" (on the grid's edge)" if e["edge"] else "")
+            for e in json.loads(path.read_text())
+        ]
+        return "\n".join([*lines, f"tuning written: {path}"])
+
+    return _guarded("tune", work)
+
+
+def _guarded(command: str, work: Callable[[], str]) -> int:
+    """Run a command's `work` and print what it returns (exit 0); bad input gets one line on stderr (exit 2)."""
+    from hydra.errors import HydraException
+
+    try:
+        message = work()
     except (ValueError, FileNotFoundError, HydraException) as e:
-        print(f"llbbench tune: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"llbbench {command}: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
-    for entry in json.loads(path.read_text()):
-        edge = " (on the grid's edge)" if entry["edge"] else ""
-        print(f"{entry['network']} × {entry['optimizer']}: {entry['winner']:.4g}{edge}")
-    print(f"tuning written: {path}")
+    print(message)
     return 0
 
 

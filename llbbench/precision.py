@@ -3,7 +3,8 @@
 - `fp32`: float32 throughout, TF32 off; `tf32`: float32 weights with TF32 matmuls and convolutions (CUDA);
   `bf16`: the forward pass and the loss under bfloat16 autocast (weights, gradients and every optimizer step stay
   float32; on the CPU too); `auto`: bf16 on a CUDA device that supports it, else fp32.
-- `channels_last` (null: on CUDA): the network and its batches in NHWC layout, which cuDNN runs faster.
+- `channels_last` (null: on CUDA): the network and its batches in NHWC layout, which cuDNN runs faster (refused on
+  the CPU, where PyTorch's kernels crash on narrow networks).
 
 The resolved values are what a run records and what its identity holds; fp32 and channels_last off, the only
 behaviour of runs made before these options existed, are left out of the identity so that such runs keep their
@@ -32,6 +33,16 @@ def resolve(precision: str, device: torch.device) -> str:
 def resolve_channels_last(option: bool | None, device: torch.device) -> bool:
     """`train.channels_last`: as set, or (null) on CUDA."""
     return device.type == "cuda" if option is None else bool(option)
+
+
+def check_layout(channels_last: bool, device: torch.device) -> None:
+    """channels_last is refused on the CPU: there PyTorch's backward pass of narrow NHWC convolutions (the
+    width-reduced networks of the CPU scale) corrupts memory and kills the process."""
+    if channels_last and device.type == "cpu":
+        raise ValueError(
+            "train.channels_last=true on the CPU: PyTorch's CPU backward of narrow channels-last convolutions "
+            "crashes (seen at model.width 0.125 and below); leave train.channels_last null (on CUDA only) or false"
+        )
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -88,6 +88,7 @@ def prepare(cfg: DictConfig) -> Setup:
     models.initialize(model, init_name, **init_opts)
     numeric = precision.resolve(typed.train.precision.name, device)
     channels_last = precision.resolve_channels_last(typed.train.channels_last, device)
+    precision.check_layout(channels_last, device)
     precision.configure(numeric, device)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     opt_name, opt_opts = _options(typed.optimizer)

@@ -42,10 +42,10 @@ def test_a_bf16_run_trains_under_autocast_and_records_it(make_config, tmp_path, 
     assert (auto["train"]["precision"], auto["train"]["channels_last"]) == ("fp32", False)  # auto, resolved
 
 
-def test_channels_last_on_the_cpu_trains_and_is_recorded(make_config, tmp_path):
-    summary = train.run(make_config("train.channels_last=true", "train.epochs=1"), tmp_path / "nhwc")
-    assert summary["status"] == "completed"
-    assert yaml.safe_load((tmp_path / "nhwc" / "config.yaml").read_text())["train"]["channels_last"] is True
+def test_channels_last_is_refused_on_the_cpu_with_the_reason(make_config, tmp_path):
+    with pytest.raises(ValueError, match=r"train\.channels_last=true on the CPU: PyTorch's CPU backward"):
+        train.prepare(make_config("train.channels_last=true"))
+    assert train.prepare(make_config("train.channels_last=false")).channels_last is False
 
 
 def test_the_identity_holds_the_resolved_values_and_keeps_older_runs_ids(make_config):

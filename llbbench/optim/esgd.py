@@ -107,12 +107,15 @@ class ESGD(torch.optim.Optimizer):
                 "ESGD estimates Hv on this step, but the gradients carry no graph: "
                 "call loss.backward(create_graph=optimizer.should_create_graph()) before optimizer.step()"
             )
-        generator = torch.Generator()
-        if "rng" in shared:
-            generator.set_state(shared["rng"])
-        else:
-            generator.manual_seed(self.seed)
-        vectors = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
+        generator = torch.Generator(device=params[0].device)  # drawn where the parameters are: no copies
+        try:
+            if "rng" in shared:
+                generator.set_state(shared["rng"])
+            else:
+                generator.manual_seed(self.seed)
+        except RuntimeError:  # the state of another device's generator (a resume on another device)
+            generator.manual_seed(self.seed + shared.get("estimates", 0))
+        vectors = [torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device) for p in params]
         shared["rng"] = generator.get_state()
         with torch.enable_grad():
             products = torch.autograd.grad([p.grad for p in params], params, vectors, allow_unused=True)

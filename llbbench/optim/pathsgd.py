@@ -59,8 +59,10 @@ def path_kappa(model: nn.Module, input_shape: tuple[int, ...], floor: float = 1e
         for module, training in modes.items():
             module.training = training
     kappa: dict[str, torch.Tensor | None] = dict.fromkeys(name for name, _ in model.named_parameters())
-    for name, grad in zip(squared, grads, strict=True):
-        if grad is not None and bool((grad > 0).any()):
+    found = [(name, grad) for name, grad in zip(squared, grads, strict=True) if grad is not None]
+    on_a_path = torch.stack([(grad > 0).any() for _, grad in found]).tolist() if found else []  # one host sync
+    for (name, grad), positive in zip(found, on_a_path, strict=True):
+        if positive:
             kappa[name] = grad.clamp_min(floor)
     return kappa
 

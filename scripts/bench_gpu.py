@@ -1,0 +1,231 @@
+"""What the GPU path costs and gains, measured by one command (`make bench-gpu`).
+
+On the device it runs on (a GPU when there is one), in one process:
+- training images/s of each network (forward, backward, SGD step on a random batch): the CIFAR form at batch 128
+  and the ImageNet form at batch 256 (or the largest of 256, 128, 64, 32 that fits), under fp32, tf32 and bf16,
+  each with and without channels_last (without only, on the CPU: llbbench/precision.py);
+- the harness's step (autocast, LLb-SGD through `optim.backward_and_step`) against a bare PyTorch loop with
+  `torch.optim.SGD` on the same batch: their time ratio;
+- host synchronizations inside LLb-SGD's, ESGD's and Path-SGD's steps (CUDA's sync debug mode; "n/a" on the CPU);
+- one short ImageNet-format run (a generated image folder) through the folder pipeline and through
+  `llbbench prepare-data`'s arrays, with evaluation: both times and whether the weights are equal;
+- the peak memory of the process (CUDA: allocated; CPU: resident).
+Writes results/bench/gpu.json (`--quick`: tiny sizes, two networks, results/bench/gpu_quick.json, under two
+minutes on a CPU so that the script cannot rot) and a Markdown summary on stdout.
+
+    python scripts/bench_gpu.py [--quick] [--steps 10] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from llbbench import models, optim, precision, train
+from llbbench.config import compose
+from llbbench.runs import environment
+
+ROOT = Path(__file__).resolve().parent.parent
+NETWORKS = ("resnet34", "resnet50", "alexnet", "vgg16", "googlenet", "resnet152")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def images_per_second(name: str, form: str, batch: int, numeric: str, nhwc: bool, args, device) -> float | None:
+    """Training images/s of network `name` (None when the batch does not fit)."""
+    size = 32 if form == "cifar" else 224
+    torch.manual_seed(0)
+    model = models.build(name, 10 if form == "cifar" else 1000, (3, size, size), form=form, width=args.width)
+    model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(batch, 3, size, size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last) if nhwc else x
+    y = torch.randint(0, 10, (batch,), device=device)
+    precision.configure(numeric, device)
+    try:
+        times = []
+        for step in range(args.warmup + args.steps):
+            _sync(device)
+            start = time.perf_counter()
+            with precision.autocast(numeric, device):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            _sync(device)
+            if step >= args.warmup:
+                times.append(time.perf_counter() - start)
+    except torch.OutOfMemoryError:
+        return None
+    finally:
+        del model, opt
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return batch / statistics.median(times)
+
+
+def harness_ratio(args, device) -> dict[str, float]:
+    """Seconds per step of the harness's LLb-SGD step against a bare `torch.optim.SGD` loop, same batch."""
+    size, name = 32, args.networks[0]
+    x = torch.randn(128 if not args.quick else 16, 3, size, size, device=device)
+    y = torch.randint(0, 10, (len(x),), device=device)
+    numeric = precision.resolve("auto", device)
+    result = {}
+    for label in ("bare_sgd", "harness_llb"):
+        torch.manual_seed(0)
+        model = models.build(name, 10, (3, size, size), width=args.width).to(device)
+        if label == "bare_sgd":
+            opt, spec = torch.optim.SGD(model.parameters(), lr=0.01), None
+        else:
+            opt, spec = optim.build("llb", model, input_shape=(3, size, size), lr=0.01), optim.get("llb")
+        times = []
+        for step in range(args.warmup + args.steps):
+            _sync(device)
+            start = time.perf_counter()
+            with precision.autocast(numeric, device) if spec else contextlib.nullcontext():
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            if spec:
+                optim.backward_and_step(spec, opt, loss)
+            else:
+                loss.backward()
+                opt.step()
+            _sync(device)
+            if step >= args.warmup:
+                times.append(time.perf_counter() - start)
+        result[label] = statistics.median(times)
+    result["ratio"] = result["harness_llb"] / result["bare_sgd"]
+    return result
+
+
+def host_syncs(args, device) -> dict[str, float | str]:
+    """Synchronizations per optimizer step that CUDA's sync debug mode reports, per optimizer."""
+    if device.type != "cuda":
+        return {name: "n/a (CPU)" for name in ("llb", "esgd", "pathsgd")}
+    counts = {}
+    x = torch.randn(16, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (16,), device=device)
+    for name in ("llb", "esgd", "pathsgd"):
+        torch.manual_seed(0)
+        model = models.build("resnet34", 10, (3, 32, 32), width=args.width).to(device)
+        opt, spec = optim.build(name, model, input_shape=(3, 32, 32), lr=0.01), optim.get(name)
+        loss = F.cross_entropy(model(x), y)  # a first step off the count (state set-up)
+        opt.zero_grad(set_to_none=True)
+        optim.backward_and_step(spec, opt, loss)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(args.steps):
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                torch.cuda.set_sync_debug_mode("warn")
+                optim.backward_and_step(spec, opt, loss)
+                torch.cuda.set_sync_debug_mode(0)
+        counts[name] = sum("synchroniz" in str(w.message) for w in caught) / args.steps
+    return counts
+
+
+def folder_against_arrays(args, device) -> dict[str, float | bool]:
+    """A short run on a generated ImageNet-format folder, through the folder and through predecoded arrays."""
+    from llbbench.data import fingerprint, predecoded
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "images"
+        rng = np.random.default_rng(0)
+        per_class = 8 if args.quick else 64
+        for split, count in (("train", per_class), ("val", per_class // 4)):
+            for c in range(4):
+                folder = root / split / f"class{c}"
+                folder.mkdir(parents=True)
+                for i in range(count):
+                    pixels = (rng.integers(0, 80, (300, 260, 3)) + 40 * c).astype(np.uint8)
+                    Image.fromarray(pixels).save(folder / f"{i}.JPEG", quality=90)
+        base = ["dataset=imagefolder", f"dataset.root={root}", "dataset.num_workers=0" if args.quick else
+                "dataset.num_workers=4", "model=resnet34", f"model.width={args.width}", "train.epochs=1",
+                "train.batch_size=8", "optimizer=sgd", "optimizer.lr=0.01", "cv.folds=2", f"results_dir={tmp}/r",
+                f"device={device}"]  # fmt: skip
+        out = {}
+        start = time.perf_counter()
+        prepared = compose(base)
+        options = {**prepared.dataset, "format": "folder"}
+        predecoded.prepare(dict(options), fingerprint(dict(options)))
+        out["prepare_seconds"] = time.perf_counter() - start
+        digests = {}
+        for fmt in ("folder", "predecoded"):
+            start = time.perf_counter()
+            summary = train.run(compose([*base, f"dataset.format={fmt}"]), Path(tmp) / fmt)
+            out[f"{fmt}_seconds"] = time.perf_counter() - start
+            digests[fmt] = summary["model_sha256"]
+        out["same_weights"] = digests["folder"] == digests["predecoded"]
+    return out
+
+
+def peak_memory(device) -> dict[str, float]:
+    if device.type == "cuda":
+        return {"cuda_max_allocated_gib": torch.cuda.max_memory_allocated(device) / 2**30}
+    return {"max_resident_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, two networks: the CPU check")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", type=Path, help="where to write the JSON (default: results/bench/gpu[_quick].json)")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args.networks = NETWORKS[:1] + NETWORKS[2:3] if args.quick else NETWORKS
+    args.width = 0.0625 if args.quick else 1.0
+    args.warmup = 1 if args.quick else 3
+    args.steps = 2 if args.quick else args.steps
+    batches = {"cifar": (8,) if args.quick else (128,), "imagenet": (4,) if args.quick else (256, 128, 64, 32)}
+    throughput = []
+    for name in args.networks:
+        for form, sizes in batches.items():
+            for numeric in ("fp32", "tf32", "bf16"):
+                for nhwc in (False, True) if device.type == "cuda" else (False,):  # refused on the CPU
+                    for batch in sizes:  # the largest that fits
+                        rate = images_per_second(name, form, batch, numeric, nhwc, args, device)
+                        if rate is not None:
+                            break
+                    throughput.append({"network": name, "form": form, "batch": batch, "precision": numeric,
+                                       "channels_last": nhwc, "images_per_second": rate})  # fmt: skip
+                    print(f"{name} {form} b{batch} {numeric} nhwc={nhwc}: {rate or 0:.1f} img/s", file=sys.stderr)
+    result = {
+        "quick": args.quick,
+        "device": str(device),
+        "environment": environment(device),
+        "throughput": throughput,
+        "harness_step": harness_ratio(args, device),
+        "host_syncs_per_step": host_syncs(args, device),
+        "imagenet_format_run": folder_against_arrays(args, device),
+        "peak_memory": peak_memory(device),
+    }
+    out = args.out or ROOT / "results" / "bench" / ("gpu_quick.json" if args.quick else "gpu.json")
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print("| network | form | batch | precision | channels_last | images/s |\n| --- | --- | ---: | --- | --- | ---: |")
+    for r in throughput:
+        shown = f"{r['images_per_second']:.1f}" if r["images_per_second"] else "did not fit"
+        print(f"| {r['network']} | {r['form']} | {r['batch']} | {r['precision']} | {r['channels_last']} | {shown} |")
+    print(f"\nharness LLb-SGD step / bare SGD step: {result['harness_step']['ratio']:.2f}")
+    print(f"host syncs per step: {result['host_syncs_per_step']}")
+    print(f"ImageNet-format run: {result['imagenet_format_run']}")
+    print(f"peak memory: {result['peak_memory']}\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""`make bench-gpu ARGS=--quick`: the GPU benchmark's code runs on the CPU at tiny sizes (so that it cannot rot)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_quick_gpu_benchmark_runs_and_writes_every_measurement(tmp_path):
+    out = tmp_path / "gpu_quick.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_gpu.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and result["device"] == "cpu"
+    rows = result["throughput"]
+    assert {r["precision"] for r in rows} == {"fp32", "tf32", "bf16"} and {r["form"] for r in rows} == {
+        "cifar",
+        "imagenet",
+    }
+    assert all(r["images_per_second"] > 0 for r in rows)
+    assert result["harness_step"]["ratio"] > 0
+    assert result["imagenet_format_run"]["same_weights"] is True
+    assert set(result["host_syncs_per_step"]) == {"llb", "esgd", "pathsgd"}
