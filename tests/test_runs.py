@@ -27,7 +27,9 @@ def test_run_id_ignores_paths_devices_and_logging_but_not_hyperparameters(make_c
     copy = shutil.copytree(cifar_root, tmp_path / "copy")  # the same files at another path
     base = rid("fold=2")
     assert base.startswith("smallcnn-llb-f2-")
-    assert rid("fold=2", "results_dir=/elsewhere", f"dataset.root={copy}", "device=cuda") == base
+    fixed = ("train.precision=fp32", "train.channels_last=false")  # what auto resolves to on the CPU
+    assert rid("fold=2", "results_dir=/elsewhere", f"dataset.root={copy}", "device=cuda", *fixed) == base
+    assert rid("fold=2", "device=cuda") != base  # on CUDA, auto is NHWC (and bf16 where supported): another run
     assert rid("fold=2", "train.log_every=7", "train.eval_batch_size=3", "checkpoint_minutes=1") == base
     assert rid("fold=2", "optimizer.lr=0.05") != base
     assert rid("fold=2", "seed=1") != base
