@@ -10,7 +10,12 @@ taken in full (Fig. 7's plateau rule can only stop a run earlier, so its hours a
 these networks on an A100/H100-class GPU; divide by your own GPU's measured rate instead). Data loading, which
 bounds ImageNet runs on many machines, is not counted. Writes results/bench/gpu_hours.json and a Markdown table.
 
-    python scripts/estimate_gpu_hours.py [--tflops 30]
+When `make bench-gpu` has measured a GPU (results/bench/gpu.json, or `--measured FILE`), each network's measured
+training images/s in the runs' default setting there (bf16 with channels_last, the form's batch) replaces the
+assumed rate: a run's hours are its training-image equivalents (an evaluated image counted as a third of a
+trained one, ESGD's products as above) over that rate.
+
+    python scripts/estimate_gpu_hours.py [--tflops 30] [--measured results/bench/gpu.json]
 """
 
 from __future__ import annotations
@@ -53,13 +58,14 @@ def forward_flops(network: str, dataset: str) -> int:
 NO_COST = ("fold=", "init=", "optimizer.lr=")  # overrides that do not change a run's FLOPs
 
 
-def run_flops(overrides: list[str]) -> tuple[str, str, float]:
-    """The network, dataset and FLOPs of one run (its overrides, `experiment=` among them)."""
+def run_flops(overrides: list[str]) -> tuple[str, str, float, float]:
+    """The network, dataset, FLOPs and training-image equivalents of one run (its overrides, `experiment=`
+    among them)."""
     return _run_flops(tuple(o for o in overrides if not o.startswith(NO_COST)))
 
 
 @cache
-def _run_flops(overrides: tuple[str, ...]) -> tuple[str, str, float]:
+def _run_flops(overrides: tuple[str, ...]) -> tuple[str, str, float, float]:
     config = compose("config", overrides=list(overrides))
     config = OmegaConf.to_container(config, resolve=True)
     dataset, network = config["dataset"]["name"], config["model"]["name"]
@@ -67,35 +73,60 @@ def _run_flops(overrides: tuple[str, ...]) -> tuple[str, str, float]:
     folds = config["cv"]["folds"]
     train, val = train_images * (folds - 1) / folds, train_images / folds
     forward = forward_flops(network, dataset)
-    per_epoch = forward * (3 * train + val + test_images)
+    images = train + (val + test_images) / 3  # training-image equivalents of an epoch
     optimizer = config["optimizer"]
     if optimizer["name"] == "esgd":
-        steps = train / config["train"]["batch_size"]
-        per_epoch += 2 * 3 * forward * config["train"]["batch_size"] * steps / optimizer["update_every"]
-    return network, dataset, per_epoch * config["train"]["epochs"]
+        images += 2 * train / optimizer["update_every"]  # a Hessian-vector product: about two more passes
+    epochs = config["train"]["epochs"]
+    return network, dataset, 3 * forward * images * epochs, images * epochs
+
+
+def measured_rates(path: Path) -> dict[tuple[str, str], float]:
+    """(network, dataset) → measured training images/s in the default GPU setting (bf16, channels_last)."""
+    if not path.exists():
+        return {}
+    found = json.loads(path.read_text())
+    if found.get("quick") or found.get("device", "cpu") == "cpu":
+        return {}  # a CPU check of the script, not a GPU's numbers
+    rates = {}
+    for row in found["throughput"]:
+        if row["precision"] == "bf16" and row["channels_last"] and row["images_per_second"]:
+            rates[(row["network"], "cifar10" if row["form"] == "cifar" else "imagenet")] = row["images_per_second"]
+    return rates
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tflops", type=float, default=30.0, help="assumed sustained rate, TFLOP/s")
+    parser.add_argument("--measured", type=Path, default=ROOT / "results" / "bench" / "gpu.json")
     args = parser.parse_args()
     rate = args.tflops * 1e12
+    measured = measured_rates(args.measured)
     rows, counted = [], set()
     with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         for experiment in EXPERIMENTS:
             hours, runs = defaultdict(float), defaultdict(int)
             sweep = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
             for point in sweep_points(sweep):  # the sweep at scale=full, as Hydra's basic sweeper makes it
-                network, dataset, flops = run_flops(point)
+                network, dataset, flops, images = run_flops(point)
                 counted.add((network, dataset))
-                hours[network] += flops / rate / 3600
+                if (network, dataset) in measured:
+                    hours[network] += images / measured[(network, dataset)] / 3600
+                else:
+                    hours[network] += flops / rate / 3600
                 runs[network] += 1
             for network in hours:
                 rows.append(
                     {"experiment": experiment, "network": network, "runs": runs[network], "gpu_hours": hours[network]}
                 )
     out = {
-        "estimate": "counted FLOPs / assumed sustained rate; not measured (no GPU was available)",
+        "estimate": (
+            f"measured images/s from {args.measured.name} where present ({len(measured)} network forms), else "
+            "counted FLOPs / assumed sustained rate"
+            if measured
+            else "counted FLOPs / assumed sustained rate; not measured (no GPU was available)"
+        ),
+        "measured_images_per_second": {f"{n}/{d}": r for (n, d), r in sorted(measured.items())},
         "assumed_tflops": args.tflops,
         "forward_gflops_per_image": {f"{n}/{d}": forward_flops(n, d) / 1e9 for n, d in sorted(counted)},
         "rows": rows,
@@ -104,7 +135,8 @@ def main() -> None:
     path = ROOT / "results" / "bench" / "gpu_hours.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"| experiment | runs | GPU-hours at {args.tflops:g} TFLOP/s | by network |\n| --- | ---: | ---: | --- |")
+    basis = "measured images/s where present" if measured else f"{args.tflops:g} TFLOP/s"
+    print(f"| experiment | runs | GPU-hours at {basis} | by network |\n| --- | ---: | ---: | --- |")
     for experiment in EXPERIMENTS:
         mine = [r for r in rows if r["experiment"] == experiment]
         detail = ", ".join(f"{r['network']} {r['gpu_hours']:,.0f}" for r in mine)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from .tensors import batch_count, normalize
@@ -101,9 +101,23 @@ class _Images(Dataset):
         return self.transform(rgb), self.labels[index]
 
 
+class _Order(Sampler):
+    """The indices of the coming pass: set before each pass, so that one DataLoader (and its workers) serves all."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 @dataclass(frozen=True)
 class FolderSplit:
-    """Images on disk, decoded in `num_workers` DataLoader workers; batches land on `device`, normalized there."""
+    """Images on disk, decoded in `num_workers` DataLoader workers; batches land on `device`, normalized there.
+    Each batch size keeps one DataLoader whose workers persist from epoch to epoch."""
 
     paths: tuple[Path, ...]
     labels: torch.Tensor  # int64, on the CPU
@@ -113,6 +127,7 @@ class FolderSplit:
     resize: int = 256
     crop: int = 224
     num_workers: int = 4
+    _loaders: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (batch, drop_last)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -120,6 +135,22 @@ class FolderSplit:
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return (3, self.crop, self.crop)
+
+    def _loader(self, batch_size: int, drop_last: bool) -> tuple[DataLoader, _Order]:
+        key = (batch_size, drop_last)
+        if key not in self._loaders:
+            order = _Order()
+            loader = DataLoader(
+                _Images(self.paths, self.labels, self.resize, self.crop),
+                batch_size=batch_size,
+                sampler=order,
+                num_workers=self.num_workers,
+                pin_memory=self.device.type == "cuda",
+                drop_last=drop_last,
+                persistent_workers=self.num_workers > 0,
+            )
+            self._loaders[key] = (loader, order)
+        return self._loaders[key]
 
     def take(self, index: torch.Tensor) -> FolderSplit:
         """The samples at `index` (a CPU index tensor), in that order."""
@@ -134,14 +165,8 @@ class FolderSplit:
         """Normalized float32 mini-batches in `order` (default: as stored), from batch number `skip` on."""
         on_cuda = self.device.type == "cuda"
         indices = order.tolist() if order is not None else list(range(len(self)))
-        loader = DataLoader(
-            _Images(self.paths, self.labels, self.resize, self.crop),
-            batch_size=batch_size,
-            sampler=indices[skip * batch_size :],
-            num_workers=self.num_workers,
-            pin_memory=on_cuda,
-            drop_last=drop_last,
-        )
+        loader, sampler = self._loader(batch_size, drop_last)
+        sampler.indices = indices[skip * batch_size :]
         try:
             for images, labels in loader:
                 images = images.to(self.device, non_blocking=on_cuda)

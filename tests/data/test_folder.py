@@ -54,6 +54,21 @@ def test_batches_follow_the_given_order(image_root):
     assert labels.tolist() == built.train.labels[order].tolist()
 
 
+def test_one_loader_with_persistent_workers_serves_every_epoch(image_root):
+    train_split = data.build(options(image_root, num_workers=1, resize=40, crop=32), device=torch.device("cpu")).train
+    passes = []
+    for epoch in (1, 2, 3):
+        order = data.epoch_order(len(train_split), 0, epoch)
+        labels = torch.cat([y for _, y in train_split.batches(4, order)])
+        assert labels.tolist() == train_split.labels[order].tolist()  # each pass in its own order
+        passes.append(labels)
+    assert len(train_split._loaders) == 1  # one DataLoader for the batch size, reused
+    loader, _ = train_split._loaders[(4, False)]
+    assert loader.persistent_workers and loader._iterator is not None  # its workers outlive a pass
+    _, skipped = next(train_split.batches(4, data.epoch_order(len(train_split), 0, 1), skip=2))
+    assert skipped.tolist() == passes[0][8:12].tolist()  # resuming mid-epoch: from batch 2 on
+
+
 def test_missing_split_names_the_expected_folder(tmp_path):
     root = write_image_folder(tmp_path, 2, 1)
     shutil.rmtree(root / "val")
