@@ -131,6 +131,8 @@ class LLbSGD(torch.optim.Optimizer):
         max_lr_ratio: float = 1.0,
         groups: str = "layer",
         foreach: bool | None = None,
+        *,
+        sync_free: bool | None = None,
     ) -> None:
         _check_choice("direction", direction, DIRECTIONS)
         _check_choice("groups", groups, GROUPINGS)
@@ -165,6 +167,9 @@ class LLbSGD(torch.optim.Optimizer):
         params = list(params)
         if params and not isinstance(params[0], dict):
             params = [{"params": [p], "name": f"param{i}"} for i, p in enumerate(params)]
+        # None: keep the loss bookkeeping on the device on CUDA (no host sync), in Python floats on the CPU
+        self.sync_free = sync_free
+        self._constants: dict[tuple, torch.Tensor] = {}  # per-group values as device tensors, made once
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -220,7 +225,12 @@ class LLbSGD(torch.optim.Optimizer):
             raise RuntimeError(
                 "LLbSGD.step needs the mini-batch loss: call optimizer.step(loss=loss) or optimizer.step(closure)"
             )
-        delta = self._direction(self._shared_loss(loss))
+        device = self.param_groups[0]["params"][0].device
+        on_device = self.sync_free if self.sync_free is not None else device.type == "cuda"
+        if on_device:  # δ and the loss history as device tensors: no host sync (a non-finite loss shows in the rates)
+            delta = self._direction_on_device(self._shared_loss_tensor(loss, device))
+        else:
+            delta = self._direction(self._shared_loss(loss))
         rates = self._new_rates(delta)
         layers = [_Layer.of(group, k) for k, group in enumerate(self.param_groups)]
         active = [layer for layer in layers if layer is not None]
@@ -256,11 +266,37 @@ class LLbSGD(torch.optim.Optimizer):
             )
         return value
 
+    def _shared_loss_tensor(self, loss: torch.Tensor | float, device: torch.device) -> torch.Tensor:
+        """The loss as a float64 scalar on `device`, averaged across workers under torch.distributed; unchecked
+        (checking it would sync): a non-finite loss makes the rates, then the weights, non-finite, which the
+        training loop records as diverged."""
+        value = torch.as_tensor(loss, dtype=torch.float64).detach().to(device)
+        if dist.is_available() and dist.is_initialized():
+            gathered = value.to("cpu") if dist.get_backend() == "gloo" else value.clone()
+            dist.all_reduce(gathered, op=dist.ReduceOp.SUM)
+            value = gathered.to(device) / dist.get_world_size()
+        return value
+
+    def _direction_on_device(self, loss: torch.Tensor) -> torch.Tensor:
+        """`_direction` with tensors: the same arithmetic, so the same δ bit for bit."""
+        history = self.state[_GLOBAL]
+        beta = self.defaults["loss_ema"]
+        previous = history.get("loss")
+        if previous is not None:
+            previous = torch.as_tensor(previous, dtype=torch.float64, device=loss.device)
+        current = loss if previous is None or beta == 0 else beta * previous + (1 - beta) * loss
+        self.state[_GLOBAL] = {**history, "loss": current, "step": history.get("step", 0) + 1}
+        if previous is None:
+            return torch.zeros((), dtype=torch.float64, device=loss.device)
+        return direction_tensor(self.defaults["direction"], current, previous, self.defaults["threshold"])
+
     def _direction(self, loss: float) -> float:
         """δ^t from the loss history (kept in the optimizer state), which it then advances."""
         history = self.state[_GLOBAL]
         beta = self.defaults["loss_ema"]
         previous = history.get("loss")  # L^{t−1}, or the smoothed L̃^{t−1}
+        if isinstance(previous, torch.Tensor):  # kept on the device by a run there (a resume on the CPU)
+            previous = float(previous)
         current = loss if previous is None or beta == 0 else beta * previous + (1 - beta) * loss
         # a new dict, not an update in place: a state_dict taken earlier stays as it was
         self.state[_GLOBAL] = {**history, "loss": current, "step": history.get("step", 0) + 1}
@@ -268,15 +304,20 @@ class LLbSGD(torch.optim.Optimizer):
             return 0.0  # first step: no previous loss, δ^1 = 0
         return direction_value(self.defaults["direction"], current, previous, self.defaults["threshold"])
 
-    def _new_rates(self, delta: float) -> torch.Tensor:
+    def _new_rates(self, delta: float | torch.Tensor) -> torch.Tensor:
         """α^t = clip(α^{t−1} · exp(−ξ δ F), min_lr_ratio · α0, max_lr_ratio · α0) for every layer at once (float64,
         no sync); with `groups=global`, F is the mean of the groups' variations, so every rate stays the same."""
         groups = self.param_groups
         device = groups[0]["params"][0].device
         shared = self.state[_GLOBAL]
 
-        def per_group(key: str) -> torch.Tensor:
-            return torch.tensor([g[key] for g in groups], dtype=torch.float64, device=device)
+        def per_group(key: str) -> torch.Tensor:  # made once per set of values (a schedule changes `lr`)
+            values = tuple(float(g[key]) for g in groups)
+            if (key, values, device) not in self._constants:
+                if len(self._constants) > 64:
+                    self._constants.clear()
+                self._constants[(key, values, device)] = torch.tensor(values, dtype=torch.float64, device=device)
+            return self._constants[(key, values, device)]
 
         if self.defaults["groups"] == "global":
             for key in ("lr", "xi", "min_lr_ratio", "max_lr_ratio"):
@@ -290,7 +331,9 @@ class LLbSGD(torch.optim.Optimizer):
             variations = torch.cat([variations, torch.zeros_like(initial[len(variations) :])])
         if self.defaults["groups"] == "global":
             variations = variations.mean().expand_as(variations)
-        if delta != 0.0:
+        if isinstance(delta, torch.Tensor):  # on the device: no test of δ on the host
+            rates = torch.where(delta != 0, rates * torch.exp(-delta * per_group("xi") * variations), rates)
+        elif delta != 0.0:
             rates = rates * torch.exp(-delta * per_group("xi") * variations)
         floor, ceiling = initial * per_group("min_lr_ratio"), initial * per_group("max_lr_ratio")
         return torch.minimum(torch.maximum(rates, floor), ceiling)
@@ -308,6 +351,24 @@ def direction_value(direction: str, loss: float, previous: float, threshold: flo
         return max(0.0, 2 * loss - previous)
     if direction == "ratio":
         return loss / max(previous, _EPS)  # a zero previous loss would divide by zero
+    raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
+
+
+def direction_tensor(
+    direction: str, loss: torch.Tensor, previous: torch.Tensor, threshold: float = 0.0
+) -> torch.Tensor:
+    """`direction_value` on float64 device scalars (no host sync), the same arithmetic."""
+    zero = torch.zeros_like(loss)
+    if direction == "gate":
+        return torch.where(previous - loss < threshold, loss, zero)
+    if direction == "signed":
+        return loss * (loss > previous) - loss * (loss < previous)
+    if direction == "loss":
+        return loss
+    if direction == "extrapolate":
+        return torch.clamp_min(2 * loss - previous, 0.0)
+    if direction == "ratio":
+        return loss / torch.clamp_min(previous, _EPS)
     raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
 
 

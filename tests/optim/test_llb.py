@@ -481,3 +481,43 @@ def test_two_gloo_workers_keep_identical_rates_when_their_losses_differ(tmp_path
     expected = random_steps(single, model, 4, seed=5, losses=[2.5, 4.1, 2.0, 3.5])[-1]
     assert rates[0] == pytest.approx(expected, rel=1e-6)
     assert min(expected.values()) < 0.3
+
+
+# --- on the device: no host sync ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("loss_ema", [0.0, 0.9])
+def test_the_device_side_bookkeeping_gives_the_same_run_bit_for_bit(direction, loss_ema):
+    """sync_free=True (the default on CUDA) keeps δ and the loss history as device tensors: the same weights and
+    rates as the Python-float bookkeeping, over steps where the loss rises and falls."""
+    options = {"lr": 0.3, "xi": 2.0, "direction": direction, "loss_ema": loss_ema, "weight_decay": 1e-3}
+    finals = []
+    for sync_free in (False, True):
+        model = small_cnn()
+        opt = LLbSGD(layer_groups(model), **options, sync_free=sync_free)
+        train_steps(model, opt, 12)
+        finals.append((torch.cat([p.detach().flatten() for p in model.parameters()]), opt.layer_lrs()))
+    assert torch.equal(finals[0][0], finals[1][0]) and finals[0][1] == finals[1][1]
+    assert min(finals[0][1].values()) < 0.3 or direction in ("signed", "extrapolate")  # the rates moved
+
+
+def test_a_device_side_step_reads_nothing_back_to_the_host(monkeypatch):
+    """No `.item()`, `float()`, `bool()` or `.tolist()` of a tensor inside `step` (each would sync on CUDA)."""
+    model = small_cnn()
+    opt = LLbSGD(layer_groups(model), lr=0.3, loss_ema=0.5, sync_free=True)
+    train_steps(model, opt, 2)  # state set up
+
+    def refuse(*_):
+        raise AssertionError("a host sync inside LLbSGD.step")
+
+    for name in ("item", "__float__", "__bool__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    x = torch.randn(8, 3, 6, 6, generator=torch.Generator().manual_seed(9))
+    y = torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(9))
+    loss = nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step(loss=loss.detach())
+    monkeypatch.undo()
+    assert math.isfinite(max(opt.layer_lrs().values()))
