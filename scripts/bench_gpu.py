@@ -6,6 +6,8 @@ On the device it runs on (a GPU when there is one), in one process:
   each with and without channels_last (without only, on the CPU: llbbench/precision.py);
 - the harness's step (autocast, LLb-SGD through `optim.backward_and_step`) against a bare PyTorch loop with
   `torch.optim.SGD` on the same batch: their time ratio;
+- CIFAR batching's share of an epoch (cutting and normalizing the batches of the device-held uint8 tensor,
+  against ResNet-34's training of the epoch);
 - host synchronizations inside LLb-SGD's, ESGD's and Path-SGD's steps (CUDA's sync debug mode; "n/a" on the CPU);
 - one short ImageNet-format run (a generated image folder) through the folder pipeline and through
   `llbbench prepare-data`'s arrays, with evaluation: both times and whether the weights are equal;
@@ -78,6 +80,31 @@ def images_per_second(name: str, form: str, batch: int, numeric: str, nhwc: bool
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return batch / statistics.median(times)
+
+
+def cifar_batching_share(args, device, throughput: list[dict]) -> dict[str, float]:
+    """Seconds to cut and normalize one CIFAR-10 epoch of batches of 128 (the data held as one uint8 tensor on the
+    device, as runs hold it) against the seconds ResNet-34 trains on that epoch in the default precision."""
+    from llbbench.data import TensorSplit, epoch_order
+
+    n = 2_000 if args.quick else 50_000
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator).to(device)
+    mean = torch.tensor([0.49, 0.48, 0.45], device=device).view(-1, 1, 1)
+    split = TensorSplit(images, torch.zeros(n, dtype=torch.long, device=device), mean, mean.new_full((3, 1, 1), 0.25))
+    batch = 8 if args.quick else 128
+    _sync(device)
+    start = time.perf_counter()
+    for x, _ in split.batches(batch, epoch_order(n, 0, 1)):
+        x.sum()  # use the batch, as training does
+    _sync(device)
+    batching = time.perf_counter() - start
+    default = precision.resolve("auto", device)
+    rates = [r["images_per_second"] for r in throughput if r["network"] == "resnet34" and r["form"] == "cifar"
+             and r["precision"] == default and r["channels_last"] == (device.type == "cuda")]  # fmt: skip
+    training = n / rates[0] if rates and rates[0] else float("nan")
+    return {"images": n, "batching_seconds": batching, "resnet34_training_seconds": training,
+            "share": batching / (batching + training)}  # fmt: skip
 
 
 def harness_ratio(args, device) -> dict[str, float]:
@@ -211,6 +238,7 @@ def main() -> None:
         "environment": environment(device),
         "throughput": throughput,
         "harness_step": harness_ratio(args, device),
+        "cifar_batching": cifar_batching_share(args, device, throughput),
         "host_syncs_per_step": host_syncs(args, device),
         "imagenet_format_run": folder_against_arrays(args, device),
         "peak_memory": peak_memory(device),
@@ -222,6 +250,7 @@ def main() -> None:
         shown = f"{r['images_per_second']:.1f}" if r["images_per_second"] else "did not fit"
         print(f"| {r['network']} | {r['form']} | {r['batch']} | {r['precision']} | {r['channels_last']} | {shown} |")
     print(f"\nharness LLb-SGD step / bare SGD step: {result['harness_step']['ratio']:.2f}")
+    print(f"CIFAR batching's share of a ResNet-34 epoch: {result['cifar_batching']['share']:.1%}")
     print(f"host syncs per step: {result['host_syncs_per_step']}")
     print(f"ImageNet-format run: {result['imagenet_format_run']}")
     print(f"peak memory: {result['peak_memory']}\nwritten: {out}")
