@@ -9,6 +9,7 @@ On the device it runs on (a GPU when there is one), in one process:
 - CIFAR batching's share of an epoch (cutting and normalizing the batches of the device-held uint8 tensor,
   against ResNet-34's training of the epoch);
 - host synchronizations inside LLb-SGD's, ESGD's and Path-SGD's steps (CUDA's sync debug mode; "n/a" on the CPU);
+- whether each of those optimizers' state is on the device after loading a checkpoint saved to the CPU;
 - one short ImageNet-format run (a generated image folder) through the folder pipeline and through
   `llbbench prepare-data`'s arrays, with evaluation: both times and whether the weights are equal;
 - the peak memory of the process (CUDA: allocated; CPU: resident).
@@ -167,6 +168,43 @@ def host_syncs(args, device) -> dict[str, float | str]:
     return counts
 
 
+def state_after_loading(args, device) -> dict[str, bool]:
+    """Whether each optimizer's state is on `device` after a checkpoint saved to the CPU is loaded back there."""
+    import io
+
+    found = {}
+    x = torch.randn(8, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (8,), device=device)
+    for name in ("llb", "esgd", "pathsgd"):
+        models_ = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            models_.append(models.build("resnet34", 10, (3, 32, 32), width=args.width).to(device))
+        opt, spec = optim.build(name, models_[0], input_shape=(3, 32, 32), lr=0.01), optim.get(name)
+        for _ in range(2):
+            loss = F.cross_entropy(models_[0](x), y)
+            opt.zero_grad(set_to_none=True)
+            optim.backward_and_step(spec, opt, loss)
+        buffer = io.BytesIO()
+        torch.save(opt.state_dict(), buffer)
+        buffer.seek(0)
+        resumed = optim.build(name, models_[1], input_shape=(3, 32, 32), lr=0.01)
+        resumed.load_state_dict(torch.load(buffer, map_location="cpu"))
+        tensors = [t for v in resumed.state.values() for t in _tensors(v) if t.is_floating_point()]
+        found[name] = bool(tensors) and all(t.device.type == device.type for t in tensors)
+    return found
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors(item)]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
 def folder_against_arrays(args, device) -> dict[str, float | bool]:
     """A short run on a generated ImageNet-format folder, through the folder and through predecoded arrays."""
     from llbbench.data import fingerprint, predecoded
@@ -240,6 +278,7 @@ def main() -> None:
         "harness_step": harness_ratio(args, device),
         "cifar_batching": cifar_batching_share(args, device, throughput),
         "host_syncs_per_step": host_syncs(args, device),
+        "state_on_device_after_loading": state_after_loading(args, device),
         "imagenet_format_run": folder_against_arrays(args, device),
         "peak_memory": peak_memory(device),
     }
@@ -252,6 +291,7 @@ def main() -> None:
     print(f"\nharness LLb-SGD step / bare SGD step: {result['harness_step']['ratio']:.2f}")
     print(f"CIFAR batching's share of a ResNet-34 epoch: {result['cifar_batching']['share']:.1%}")
     print(f"host syncs per step: {result['host_syncs_per_step']}")
+    print(f"optimizer state on the device after loading a CPU checkpoint: {result['state_on_device_after_loading']}")
     print(f"ImageNet-format run: {result['imagenet_format_run']}")
     print(f"peak memory: {result['peak_memory']}\nwritten: {out}")
 

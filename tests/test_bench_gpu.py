@@ -26,3 +26,4 @@ def test_the_quick_gpu_benchmark_runs_and_writes_every_measurement(tmp_path):
     assert result["harness_step"]["ratio"] > 0 and 0 < result["cifar_batching"]["share"] < 1
     assert result["imagenet_format_run"]["same_weights"] is True
     assert set(result["host_syncs_per_step"]) == {"llb", "esgd", "pathsgd"}
+    assert result["state_on_device_after_loading"] == {"llb": True, "esgd": True, "pathsgd": True}
