@@ -182,7 +182,7 @@ def speedup(runs: pd.DataFrame) -> Claim:
         log_ratio = t_interval(np.log(ratios))
         outcome = log_ratio.outcome("above", math.log(SPEEDUP))
         shown = Interval(*(math.exp(v) for v in (log_ratio.mean, log_ratio.low, log_ratio.high)), log_ratio.n)
-        claim.lines.append(f"{network}: speed-up {shown.text('.2f')}× ({'; '.join(notes)}): {outcome}")
+        claim.lines.append(f"{network}: speed-up {shown.text('.2f', unit='×')} ({'; '.join(notes)}): {outcome}")
         claim.rows[network] = {"verdict": outcome, "ratio": shown.as_dict(), "per_fold": [round(r, 4) for r in ratios]}
         outcomes.append(outcome)
     claim.verdict = combine(outcomes)

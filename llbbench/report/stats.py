@@ -42,11 +42,11 @@ class Interval:
         on_side, other = (self.above, self.below) if side == "above" else (self.below, self.above)
         return HOLDS if on_side(threshold) else CONTRADICTED if other(threshold) else INCONCLUSIVE
 
-    def text(self, fmt: str = "+.4f", scale: float = 1.0) -> str:
-        """`mean [low, high]`, or `mean (n=1, no interval)`."""
+    def text(self, fmt: str = "+.4f", scale: float = 1.0, unit: str = "") -> str:
+        """`mean [low, high]`, or `mean (n=1, no interval)`; each number followed by `unit`."""
 
         def number(x: float) -> str:
-            return format(x * scale, fmt)
+            return format(x * scale, fmt) + unit
 
         if math.isnan(self.low):
             return f"{number(self.mean)} (n={self.n}, no interval)"
