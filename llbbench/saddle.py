@@ -140,12 +140,16 @@ def measure(overrides: list[str], rerun: bool = False) -> Path:
     escapes: dict[str, list[int | None]] = {name: [] for name in OPTIMIZERS}
     losses: dict[str, list[list[float]]] = {name: [] for name in OPTIMIZERS}
     statuses: dict[str, list[str]] = {name: [] for name in OPTIMIZERS}
+    rates: dict[str, float | None] = {}
     drawn = None
     with tqdm(total=s.seeds * len(OPTIMIZERS), unit="run", desc="saddle", disable=None) as bar:
         for seed in range(s.seeds):
             paths = {}
             for name in OPTIMIZERS:
-                result = trajectory(compose(overrides, name, seed))
+                cfg = compose(overrides, name, seed)
+                rate = cfg.optimizer.get("lr")
+                rates[name] = None if rate is None else float(rate)  # the configured rate, the same every seed
+                result = trajectory(cfg)
                 escapes[name].append(result["escape"])
                 losses[name].append([round(v, 5) if math.isfinite(v) else None for v in result["losses"]])
                 statuses[name].append(result["status"])
@@ -159,7 +163,7 @@ def measure(overrides: list[str], rerun: bool = False) -> Path:
         "network": OmegaConf.to_container(first.model, resolve=True),
         "init": OmegaConf.to_container(first.init, resolve=True),
         "data": first.dataset.fingerprint,
-        "rates": {name: _rate(overrides, name) for name in OPTIMIZERS},
+        "rates": rates,
         "budget": s.steps,
         "seeds": s.seeds,
         "escape_drop": s.escape_drop,
@@ -171,8 +175,3 @@ def measure(overrides: list[str], rerun: bool = False) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, allow_nan=False) + "\n")
     return out
-
-
-def _rate(overrides: list[str], name: str) -> float | None:
-    rate = compose(overrides, name, 0).optimizer.get("lr")
-    return None if rate is None else float(rate)

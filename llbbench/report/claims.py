@@ -245,9 +245,9 @@ def stability(of: pd.DataFrame, metric: str, factor: str) -> tuple[str, dict[str
 
     Holds when the interval of (SGD's spread − LLb-SGD's), paired by fold, lies above zero and LLb-SGD's spread
     interval lies below HARDLY; contradicted when the first lies below zero or the second above HARDLY."""
-    mine = t_interval(_fold_spreads(of[of["optimizer"] == "llb"], metric, factor))
-    sgd = _fold_spreads(of[of["optimizer"] == "sgd"], metric, factor)
     llb = _fold_spreads(of[of["optimizer"] == "llb"], metric, factor)
+    sgd = _fold_spreads(of[of["optimizer"] == "sgd"], metric, factor)
+    mine = t_interval(llb)
     versus = t_interval((sgd - llb).dropna()) if len(sgd) else t_interval([])
     if mine.n == 0:
         return NOT_MEASURED, {}, ""
