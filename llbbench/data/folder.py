@@ -162,7 +162,8 @@ class FolderSplit:
     def batches(
         self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False, skip: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalized float32 mini-batches in `order` (default: as stored), from batch number `skip` on."""
+        """Normalized float32 mini-batches in `order` (default: as stored; it may hold a part of the split), from
+        batch number `skip` on."""
         on_cuda = self.device.type == "cuda"
         indices = order.tolist() if order is not None else list(range(len(self)))
         loader, sampler = self._loader(batch_size, drop_last)

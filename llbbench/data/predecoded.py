@@ -140,9 +140,10 @@ class PredecodedSplit:
     def batches(
         self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False, skip: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalized float32 mini-batches in `order` (default: as stored), from batch number `skip` on."""
+        """Normalized float32 mini-batches in `order` (default: as stored; it may hold a part of the split), from
+        batch number `skip` on."""
         rows = self.rows[order.cpu().numpy()] if order is not None else self.rows
-        count = self.num_batches(batch_size, drop_last)
+        count = batch_count(len(rows), batch_size, drop_last)
         windows = [rows[i * batch_size : (i + 1) * batch_size] for i in range(skip, count)]
         ready: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()

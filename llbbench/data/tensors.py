@@ -45,10 +45,12 @@ class TensorSplit:
     def batches(
         self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False, skip: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalized float32 mini-batches in `order` (default: as stored), from batch number `skip` on."""
+        """Normalized float32 mini-batches in `order` (default: as stored; it may hold a part of the split), from
+        batch number `skip` on."""
         if order is not None:
             order = order.to(self.images.device)
-        for i in range(skip, self.num_batches(batch_size, drop_last)):
+        samples = len(order) if order is not None else len(self)
+        for i in range(skip, batch_count(samples, batch_size, drop_last)):
             window = slice(i * batch_size, (i + 1) * batch_size)
             index = order[window] if order is not None else window
             yield normalize(self.images[index], self.mean, self.std), self.labels[index]
