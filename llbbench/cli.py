@@ -42,15 +42,19 @@ def _run(cfg: DictConfig) -> str:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from . import sweeps, train  # imported here so that `llbbench --help` stays fast
+    from . import distributed, sweeps, train  # imported here so that `llbbench --help` stays fast
 
+    rank = distributed.process_rank()  # of a run trained by several processes (torchrun, Slurm tasks)
+    if rank > 0:
+        _follow()
     # warnings (e.g. a dataset that is not the official release) become one log line of the run, in whatever
     # process a launcher runs it
     warnings.formatwarning = lambda message, category, *_, **__: f"{category.__name__}: {message}"
     logging.captureWarnings(True)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    sweeps.announce(run_dir)
+    if rank == 0:
+        sweeps.announce(run_dir)
     try:
         status = train.execute(cfg, run_dir)
     except (ValueError, FileNotFoundError) as e:  # bad input: nothing was trained, nothing is recorded
@@ -58,11 +62,22 @@ def _run(cfg: DictConfig) -> str:
         if hydra_cfg.mode == RunMode.RUN:
             sys.exit(2)
         status = "failed"  # in a sweep the other runs go on
-    sweeps.report(status, run_dir)
-    print(f"run {status}: results in {run_dir}", flush=True)
+    if rank == 0:
+        sweeps.report(status, run_dir)
+    print(f"{f'rank {rank}: ' if rank else ''}run {status}: results in {run_dir}", flush=True)
     if status == "failed" and hydra_cfg.mode == RunMode.RUN:
         sys.exit(1)
     return status
+
+
+def _follow() -> None:
+    """A process of a distributed run other than rank 0: it logs warnings and errors to the console only (rank 0
+    writes the run's log and its directory)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
+    logging.getLogger("llbbench").setLevel(logging.WARNING)
 
 
 def run(argv: list[str]) -> int:
@@ -70,7 +85,10 @@ def run(argv: list[str]) -> int:
     import hydra
 
     from . import config  # registers the config's resolvers
+    from .distributed import process_rank
 
+    if process_rank() > 0:  # torchrun's other processes: rank 0 writes Hydra's files in the run directory
+        argv = [*argv, "hydra.output_subdir=null"]
     sys.argv = ["llbbench run", *argv]  # Hydra parses sys.argv
     hydra.main(version_base="1.3", config_path=config.SEARCH_PATH, config_name=config.CONFIG_NAME)(_run)()
     return 0

@@ -72,11 +72,36 @@ def _run_id(*, _root_: DictConfig) -> str:
 
     try:
         config = OmegaConf.masked_copy(_root_, [key for key in _root_ if key != "hydra"])
-        return run_id(OmegaConf.to_container(config, resolve=True))
+        values = OmegaConf.to_container(config, resolve=True)
+        if "world_size" in _root_:  # resolved where the launcher's settings are visible (Hydra's node)
+            values["world_size"] = _root_.world_size
+        return run_id(values)
     except Exception:
         model = OmegaConf.select(_root_, "model.name", default="model", throw_on_missing=False)
         optimizer = OmegaConf.select(_root_, "optimizer.name", default="optimizer", throw_on_missing=False)
         return f"{model}-{optimizer}-invalid"
+
+
+def _world_size(*, _root_: DictConfig) -> Any:
+    """`${world_size:}`: how many processes train the run: torchrun's `WORLD_SIZE` where it is set, else a Slurm
+    launcher's `nodes × tasks_per_node` (from Hydra's node of this config, or of the job Hydra is running), else 1.
+
+    It never raises: a malformed `WORLD_SIZE` is returned as it is, and `check` refuses it."""
+    import os
+
+    from .distributed import ENV_WORLD_SIZE
+
+    if ENV_WORLD_SIZE in os.environ:
+        value = os.environ[ENV_WORLD_SIZE]
+        return int(value) if value.strip().isdigit() else value
+    launcher = OmegaConf.select(_root_, "hydra.launcher", default=None) if "hydra" in _root_ else None
+    if launcher is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        launcher = HydraConfig.get().launcher if HydraConfig.initialized() else None
+    if launcher is None or "tasks_per_node" not in launcher:
+        return 1
+    return int(launcher.get("nodes") or 1) * int(launcher.tasks_per_node or 1)
 
 
 def _data_fingerprint(*, _parent_: DictConfig) -> str:
@@ -108,6 +133,7 @@ def _tuned_lr(configured: Any, *, _root_: DictConfig) -> Any:
 
 OmegaConf.register_new_resolver("pick", _pick, replace=True)
 OmegaConf.register_new_resolver("run_id", _run_id, replace=True)
+OmegaConf.register_new_resolver("world_size", _world_size, replace=True)
 OmegaConf.register_new_resolver("data_fingerprint", _data_fingerprint, replace=True)
 OmegaConf.register_new_resolver("tuned_lr", _tuned_lr, replace=True)
 
@@ -140,6 +166,7 @@ class TrainConfig:
     eval_every: int = _at_least(1, 1)
     precision: Precision = Precision.auto
     channels_last: bool | None = None
+    sync_bn: bool | None = None
     schedule: Schedule = Schedule.constant
     schedule_k: float = _at_least(0.0, 0.9)
     plateau: PlateauConfig | None = None
@@ -179,6 +206,7 @@ class RunConfig:
     scale: str = "full"
     seed: int = _at_least(0, 0)
     device: str = "auto"
+    world_size: int = _at_least(1, 1)
     fold: int | None = _at_least(0, 0)
     cv: CVConfig = field(default_factory=CVConfig)
     hp: TableOneConfig = field(default_factory=TableOneConfig)

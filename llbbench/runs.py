@@ -28,6 +28,7 @@ import torch
 import torchvision
 
 from . import precision
+from .distributed import resolve_sync_bn
 
 STATUSES = ("completed", "diverged", "stopped", "failed")
 CHECKPOINT = "checkpoint.pt"
@@ -56,8 +57,16 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a resolved config (plain dict) that defines a run: everything but `NOT_IDENTITY`."""
     kept = json.loads(json.dumps(config, default=str))
     kept.pop("hydra", None)
-    if isinstance(kept.get("train"), dict):  # precision and layout as resolved on this machine's device
-        precision.identity_values(kept["train"], _device_of(str(kept.get("device", "auto"))))
+    device = _device_of(str(kept.get("device", "auto")))
+    size = kept.pop("world_size", 1)
+    size = size if isinstance(size, int) else 1
+    if size > 1:  # a run of several processes; one process (every run made before them) leaves both out
+        kept["world_size"] = size
+    if isinstance(kept.get("train"), dict):  # precision, layout and BatchNorm as resolved on this device
+        precision.identity_values(kept["train"], device)
+        sync_bn = resolve_sync_bn(kept["train"].pop("sync_bn", None), device, size)
+        if size > 1:
+            kept["train"]["sync_bn"] = sync_bn
     for dotted in NOT_IDENTITY:
         *parents, leaf = dotted.split(".")
         node = kept
@@ -148,13 +157,20 @@ def _now() -> str:
 
 
 class RunDir:
-    """Writes the files of one run directory; tables are appended row by row, JSON written atomically."""
+    """Writes the files of one run directory; tables are appended row by row, JSON written atomically.
 
-    def __init__(self, path: str | Path) -> None:
+    With `write=False` (the processes of a distributed run other than rank 0) it reads, and every write is left
+    to the process that writes."""
+
+    def __init__(self, path: str | Path, write: bool = True) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.write = write
+        if write:
+            self.path.mkdir(parents=True, exist_ok=True)
 
     def write_text(self, name: str, text: str) -> None:
+        if not self.write:
+            return
         tmp = self.path / f".{name}.tmp"
         tmp.write_text(text)
         os.replace(tmp, self.path / name)
@@ -164,11 +180,15 @@ class RunDir:
 
     def clear(self) -> None:
         """Remove what an earlier attempt at this run wrote (not the lock, not Hydra's own files)."""
+        if not self.write:
+            return
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
 
     def write_checkpoint(self, state: Mapping[str, Any]) -> None:
         """Save `state` atomically: to a temporary file, then `os.replace` over the previous checkpoint."""
+        if not self.write:
+            return
         tmp = self.path / f".{CHECKPOINT}.tmp"
         torch.save(dict(state), tmp)
         os.replace(tmp, self.path / CHECKPOINT)
@@ -180,12 +200,13 @@ class RunDir:
         return torch.load(path, map_location="cpu", weights_only=False)
 
     def remove_checkpoint(self) -> None:
-        (self.path / CHECKPOINT).unlink(missing_ok=True)
+        if self.write:
+            (self.path / CHECKPOINT).unlink(missing_ok=True)
 
     def truncate_rows(self, name: str, column: str, last: int) -> None:
         """Drop the rows of CSV table `name` whose `column` exceeds `last` (rows written after a checkpoint)."""
         path = self.path / name
-        if not path.exists():
+        if not self.write or not path.exists():
             return
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
@@ -197,6 +218,8 @@ class RunDir:
 
     def append_row(self, name: str, row: Mapping[str, Any]) -> None:
         """Append `row` to CSV table `name`, writing the header first when the file is new."""
+        if not self.write:
+            return
         path = self.path / name
         new = not path.exists()
         with path.open("a", newline="") as f:

@@ -20,6 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .distributed import process_rank
+
 log = logging.getLogger("llbbench")
 ENV = "LLBBENCH_SWEEP"  # internal: where the running sweep's ledger is; set by the callback, not by users
 COUNTED = ("completed", "skipped", "diverged", "stopped", "failed")
@@ -50,6 +52,8 @@ class SweepProgress(Callback):
     """Hydra callback: announces the sweep's size and, at its end, how many runs ended in which way."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if process_rank() > 0:  # a sweep under torchrun: rank 0 keeps the ledger
+            return
         folder = Path(config.hydra.sweep.dir) / ".sweeps"
         folder.mkdir(parents=True, exist_ok=True)
         ledger = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"

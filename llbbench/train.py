@@ -8,6 +8,7 @@ import math
 import random
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import config, gpus, models, optim, precision
+from . import config, distributed, gpus, models, optim, precision
 from . import data as datasets
+from .distributed import SINGLE, World
 from .runs import CHECKPOINT, RunDir, RunLock, environment, final_status, identity
 from .schedules import build_scheduler
 
@@ -39,6 +41,16 @@ class Setup:
     scheduler: torch.optim.lr_scheduler.LRScheduler  # `train.schedule`, stepped after every optimizer step
     precision: str = "fp32"  # `train.precision`, resolved (llbbench/precision.py)
     channels_last: bool = False  # `train.channels_last`, resolved
+    world: World = SINGLE  # the processes training this run (llbbench/distributed.py)
+    replica: nn.Module | None = None  # in a run of several processes, `model` inside DistributedDataParallel
+    sync_bn: bool = False  # `train.sync_bn`, resolved
+    val_part: datasets.Split | None = None  # this process's share of the validation and test splits (all of
+    test_part: datasets.Split | None = None  # them in one process), evaluated by it and summed over processes
+
+    @property
+    def network(self) -> nn.Module:
+        """What the training steps run: the replica that synchronises gradients, or the model itself."""
+        return self.replica if self.replica is not None else self.model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,13 +78,15 @@ def _options(node: DictConfig) -> tuple[str, dict[str, Any]]:
     return values.pop("name"), values
 
 
-def prepare(cfg: DictConfig) -> Setup:
+def prepare(cfg: DictConfig, world: World = SINGLE) -> Setup:
     """Build data, network and optimizer; bad input raises `ValueError`/`FileNotFoundError` with its reason.
 
-    The config is checked (`config.check`: keys, types, ranges, names) before any data is loaded."""
+    The config is checked (`config.check`: keys, types, ranges, names) before any data is loaded. In a run of
+    several processes (`world`) every process builds the same, and the network is wrapped in
+    DistributedDataParallel, which starts every replica from rank 0's weights."""
     typed = config.check(cfg)
     device = resolve_device(typed.device)
-    seed_everything(typed.seed)
+    seed_everything(distributed.rank_seed(typed.seed, world.rank))
     options = OmegaConf.to_container(typed.dataset, enum_to_str=True)
     data = datasets.build(options, device=device, fold=typed.fold, folds=typed.cv.folds, cv_seed=typed.cv.seed)
     datasets.check_fingerprint(options)
@@ -82,6 +96,7 @@ def prepare(cfg: DictConfig) -> Setup:
             f"train.batch_size={typed.train.batch_size} with train.drop_last=true leaves no mini-batch of the "
             f"{len(data.train)} training images; use a batch size of at most {len(data.train)}"
         )
+    distributed.check_batch(typed.train.batch_size, len(data.train), typed.train.drop_last, world)
     model_name, model_opts = _options(typed.model)
     model = models.build(model_name, data.num_classes, data.input_shape, **model_opts)
     init_name, init_opts = _options(typed.init)
@@ -90,12 +105,32 @@ def prepare(cfg: DictConfig) -> Setup:
     channels_last = precision.resolve_channels_last(typed.train.channels_last, device)
     precision.check_layout(channels_last, device)
     precision.configure(numeric, device)
+    sync_bn = distributed.resolve_sync_bn(typed.train.sync_bn, device, world.size)
+    distributed.check_sync_bn(sync_bn, device)
+    if sync_bn:  # the same parameters in SyncBatchNorm modules: layer groups and κ see them as BatchNorm
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    replica = _replica(model, device) if world.distributed else None
     opt_name, opt_opts = _options(typed.optimizer)
     optimizer = optim.build(opt_name, model, input_shape=data.input_shape, **opt_opts)
     t = typed.train
     scheduler = build_scheduler(optimizer, t.schedule.name, t.schedule_k, per_epoch, t.epochs * per_epoch)
-    return Setup(data, model, optimizer, optim.get(opt_name), device, scheduler, numeric, channels_last)
+    val_part, test_part = (_part(split, world) for split in (data.val, data.test))
+    return Setup(data, model, optimizer, optim.get(opt_name), device, scheduler, numeric, channels_last, world,
+                 replica, sync_bn, val_part, test_part)  # fmt: skip
+
+
+def _replica(model: nn.Module, device: torch.device) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _part(split: datasets.Split | None, world: World) -> datasets.Split | None:
+    """`world.rank`'s contiguous share of an evaluation split (the split itself in one process)."""
+    if split is None or not world.distributed:
+        return split
+    return split.take(distributed.shard_indices(len(split), world))
 
 
 def execute(cfg: DictConfig, run_dir: str | Path) -> str:
@@ -104,19 +139,16 @@ def execute(cfg: DictConfig, run_dir: str | Path) -> str:
     Returns the status: `completed`, `diverged`, `stopped` or `failed` for a run trained now, `skipped` for one
     that had ended already (`rerun=true` trains it again) or is locked by a live process. A run that `failed` has
     not ended: it is trained again from the start. With `device=auto` on a machine with several GPUs the run first
-    claims one that no other run holds (`gpus.claim`), waiting for one if all are busy.
+    claims one that no other run holds (`gpus.claim`), waiting for one if all are busy. In a run of several
+    processes (torchrun, or a Slurm job of several tasks) rank 0 holds the lock and decides for all of them.
     """
+    world, device = distributed.start(str(cfg.get("device", "auto")), int(cfg.get("world_size", 1)))
+    if world.distributed:
+        cfg.device = device  # each process's own GPU (or the CPU); not part of the run's identity
+        return _execute_distributed(cfg, run_dir, world)
     with RunLock(run_dir) as lock:
-        if not lock.acquire():
-            log.info("being trained by another process (%s): %s", lock.holder(), run_dir)
+        if not _may_train(cfg, run_dir, lock):
             return "skipped"
-        done = final_status(run_dir)  # read under the lock: a run that another process just ended is seen
-        if done is not None and done != "failed" and not cfg.get("rerun", False):
-            log.info("already done (%s): %s; rerun=true trains it again", done, run_dir)
-            return "skipped"
-        if done is not None:  # a failed run (its cause may be fixed now), or rerun=true: start over
-            log.info("%s: %s", "training again after a failure" if done == "failed" else "rerun=true", run_dir)
-            RunDir(run_dir).clear()
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if not gpus.should_claim(str(cfg.get("device", "auto")), count):
             return run(cfg, run_dir)["status"]
@@ -126,18 +158,45 @@ def execute(cfg: DictConfig, run_dir: str | Path) -> str:
             return run(cfg, run_dir)["status"]
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+def _may_train(cfg: DictConfig, run_dir: str | Path, lock: RunLock) -> bool:
+    """Take the run's lock and say whether to train it now: not when another process holds the lock, nor when
+    the run has ended (unless `rerun=true`). A failed run, or one to rerun, is cleared first."""
+    if not lock.acquire():
+        log.info("being trained by another process (%s): %s", lock.holder(), run_dir)
+        return False
+    done = final_status(run_dir)  # read under the lock: a run that another process just ended is seen
+    if done is not None and done != "failed" and not cfg.get("rerun", False):
+        log.info("already done (%s): %s; rerun=true trains it again", done, run_dir)
+        return False
+    if done is not None:  # a failed run (its cause may be fixed now), or rerun=true: start over
+        log.info("%s: %s", "training again after a failure" if done == "failed" else "rerun=true", run_dir)
+        RunDir(run_dir).clear()
+    return True
+
+
+def _execute_distributed(cfg: DictConfig, run_dir: str | Path, world: World) -> str:
+    """`execute` for one process of several: rank 0 takes the lock and decides; the others follow its decision."""
+    with RunLock(run_dir) as lock:
+        decision = _may_train(cfg, run_dir, lock) if world.main else None
+        if not world.from_main(decision):
+            return "skipped"
+        return run(cfg, run_dir, world)["status"]
+
+
+def run(cfg: DictConfig, run_dir: str | Path, world: World = SINGLE) -> dict[str, Any]:
     """Train one run described by `cfg` and record it in `run_dir`; returns the summary.
 
     A checkpoint in `run_dir` is resumed from, to the same result as an uninterrupted run. Bad input raises
     before anything is trained. An error while training is recorded as status `failed` (with the error) and
-    returned, so that a sweep can go on.
+    returned, so that a sweep can go on. In a run of several processes it is raised instead, as `RuntimeError`:
+    the other processes cannot go on without this one (and see only a broken connection), so the job stops, the
+    last checkpoint stays, and the next start resumes from it. Only rank 0 writes to `run_dir`.
     """
-    setup = prepare(cfg)
-    record = RunDir(run_dir)
+    setup = prepare(cfg, world)
+    record = RunDir(run_dir, write=world.main)
     run_identity = identity(OmegaConf.to_container(cfg, resolve=True))
     progress = Progress()
-    checkpoint = record.read_checkpoint()
+    checkpoint = world.from_main(record.read_checkpoint() if world.main else None)  # rank 0's, on every rank
     if checkpoint is not None:
         if checkpoint["identity"] != run_identity:
             raise ValueError(f"{record.path / CHECKPOINT} belongs to another config; move it away or set rerun=true")
@@ -149,12 +208,18 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     else:
         record.clear()
         cfg.train.precision, cfg.train.channels_last = setup.precision, setup.channels_last  # as resolved here
+        cfg.train.sync_bn = setup.sync_bn
         record.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         record.write_json("env.json", environment(setup.device))
     try:
         status = train(setup, cfg, record, progress, run_identity)
         error = None
     except Exception as e:
+        if world.distributed:
+            raise RuntimeError(
+                f"rank {world.rank} of {world.size}: {type(e).__name__}: {e}; the run's processes stop, and the next "
+                "start resumes from its last checkpoint"
+            ) from e
         log.exception("run failed")
         status, error = "failed", {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
     summary = {
@@ -196,20 +261,28 @@ class Progress:
     plateau: dict[str, Any] | None = None  # the plateau rule's windows so far, when it is on
 
 
-def checkpoint_state(setup: Setup, run_identity: dict[str, Any], progress: Progress, seconds: float) -> dict[str, Any]:
-    """What a resumed run needs to continue exactly: weights, optimizer, random states, position, metrics."""
+def checkpoint_state(
+    setup: Setup, run_identity: dict[str, Any], progress: Progress, seconds: float, rng: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What a resumed run needs to continue exactly: weights, optimizer, position, metrics, and the random
+    states of every process (`rng`, in rank order)."""
     return {
         "identity": run_identity,
         "model": setup.model.state_dict(),
         "optimizer": setup.optimizer.state_dict(),
         "scheduler": setup.scheduler.state_dict(),
-        "rng": {
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        },
+        "rng": rng,
         "progress": {**asdict(progress), "seconds": seconds, "resumed_at": list(progress.resumed_at)},
+    }
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random states: Python's, NumPy's, torch's, CUDA's."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 
 
@@ -217,7 +290,8 @@ def restore(setup: Setup, checkpoint: dict[str, Any], progress: Progress) -> Non
     setup.model.load_state_dict(checkpoint["model"])
     setup.optimizer.load_state_dict(checkpoint["optimizer"])
     setup.scheduler.load_state_dict(checkpoint["scheduler"])
-    rng = checkpoint["rng"]
+    states = checkpoint["rng"]  # one per rank (a checkpoint of a one-process run before them: one dict)
+    rng = states if isinstance(states, dict) else states[setup.world.rank]
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])
     torch.set_rng_state(rng["torch"])
@@ -288,9 +362,12 @@ class Checkpointer:
         return time.perf_counter() - self.saved >= self.every
 
     def save(self, progress: Progress, plateau: Plateau | None) -> None:
+        """Write the checkpoint (every process takes part: rank 0 gathers their random states and writes it)."""
         progress.plateau = plateau.state() if plateau is not None else None
-        state = checkpoint_state(self.setup, self.run_identity, progress, self.seconds(progress))
-        self.record.write_checkpoint(state)
+        rng = self.setup.world.gather(rng_state())
+        if self.record.write:
+            state = checkpoint_state(self.setup, self.run_identity, progress, self.seconds(progress), rng)
+            self.record.write_checkpoint(state)
         self.saved = time.perf_counter()
 
 
@@ -305,7 +382,8 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run
     if plateau is not None and progress.plateau is not None:
         plateau.load(progress.plateau)
     per_epoch = setup.data.train.num_batches(t.batch_size, t.drop_last)
-    bar = tqdm(total=t.epochs * per_epoch, initial=progress.steps, unit="step", disable=None, desc="train")
+    quiet = None if setup.world.main else True  # one bar per run: rank 0's
+    bar = tqdm(total=t.epochs * per_epoch, initial=progress.steps, unit="step", disable=quiet, desc="train")
     checkpointer = Checkpointer(setup, record, run_identity, cfg.get("checkpoint_minutes", 0))
     loop = _Loop(setup, cfg, record, progress, checkpointer, plateau, bar, per_epoch)
     try:
@@ -335,51 +413,81 @@ class _Loop:
     def train_epoch(self, epoch: int) -> str | None:
         """The step loop of `epoch`, from the batch `progress` stands at; a final status if the run ends in it."""
         setup, progress, t = self.setup, self.progress, self.cfg.train
-        model, optimizer, spec, data = setup.model, setup.optimizer, setup.spec, setup.data
+        optimizer, spec, data, world = setup.optimizer, setup.spec, setup.data, setup.world
         progress.epoch = epoch
         if progress.batch == 0:
             progress.loss_sum = torch.zeros((), device=setup.device)
             progress.correct = torch.zeros((), dtype=torch.long, device=setup.device)
             progress.epoch_seconds = 0.0
-        model.train()
+        setup.network.train()
         epoch_start = time.perf_counter()
         order = datasets.epoch_order(len(data.train), self.cfg.seed, epoch)
+        order = distributed.shard_order(order, t.batch_size, world, t.drop_last)  # this process's part of each batch
         try:
-            for images, labels in data.train.batches(t.batch_size, order, t.drop_last, skip=progress.batch):
+            for images, labels in data.train.batches(t.batch_size // world.size, order, t.drop_last,
+                                                     skip=progress.batch):  # fmt: skip
+                count = min(t.batch_size, len(data.train) - progress.batch * t.batch_size)  # the global batch
                 if setup.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                with precision.autocast(setup.precision, setup.device):  # the optimizer steps outside it
-                    output = model(images)
-                    loss = F.cross_entropy(output, labels)
-                optimizer.zero_grad(set_to_none=True)
-                try:
-                    optim.backward_and_step(spec, optimizer, loss)
-                except optim.NonFiniteLoss:  # an optimizer that reads the loss saw it blow up
-                    return _diverged(progress.steps + 1)
+                # ESGD's estimating step runs without DDP's gradient averaging: ESGD averages its gradients and Hv
+                own = world.distributed and spec.needs_create_graph and optimizer.should_create_graph()
+                with setup.replica.no_sync() if own else nullcontext():
+                    with precision.autocast(setup.precision, setup.device):  # the optimizer steps outside it
+                        output = setup.network(images)
+                        loss, total = _loss(output, labels, count, world)
+                    optimizer.zero_grad(set_to_none=True)
+                    try:
+                        optim.backward_and_step(spec, optimizer, loss)
+                    except optim.NonFiniteLoss:  # an optimizer that reads the loss saw it blow up
+                        return _diverged(progress.steps + 1)
                 progress.steps += 1
                 progress.batch += 1
                 self.bar.update()
-                progress.loss_sum += loss.detach() * len(labels)
-                progress.correct += (output.argmax(1) == labels).sum()
-                if progress.steps % t.log_every == 0:
-                    value = loss.item()
+                step_loss = self._add_to_epoch(loss, total, output, labels, count)
+                logged = progress.steps % t.log_every == 0
+                if logged:
+                    value = step_loss.item()
                     seconds = self.checkpointer.seconds(progress)
                     _log_step(self.record, optimizer, spec, progress.steps, epoch, value, seconds)
                     self.bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
                     if not math.isfinite(progress.loss_sum.item()):
                         return _diverged(progress.steps)
                 setup.scheduler.step()  # after logging: steps.csv shows the rate this step used
-                if self.plateau is not None and self.plateau.reached(loss.detach()):
+                if self.plateau is not None and self.plateau.reached(step_loss):
                     log.info("plateau: the loss fell by at most %s over %d steps", self.plateau.min_drop,
                              self.plateau.window)  # fmt: skip
                     return "stopped"
-                if self.checkpointer.due() and progress.batch < self.per_epoch:
+                if self._checkpoint_due(logged) and progress.batch < self.per_epoch:
                     progress.epoch_seconds += time.perf_counter() - epoch_start
                     epoch_start = time.perf_counter()
                     self.checkpointer.save(progress, self.plateau)
         finally:
             progress.epoch_seconds += time.perf_counter() - epoch_start
         return None
+
+    def _add_to_epoch(
+        self, loss: torch.Tensor, total: torch.Tensor | None, output: torch.Tensor, labels: torch.Tensor, count: int
+    ) -> torch.Tensor:
+        """Add a step to the epoch's loss sum and correct count (over every process); the mean loss of its global
+        batch (detached)."""
+        progress, world = self.progress, self.setup.world
+        correct = (output.argmax(1) == labels).sum()
+        if not world.distributed:
+            progress.loss_sum += loss.detach() * len(labels)
+            progress.correct += correct
+            return loss.detach()
+        sums = world.all_sum(torch.stack([total.detach().double(), correct.double()]))
+        progress.loss_sum += sums[0]
+        progress.correct += sums[1].long()
+        return sums[0] / count
+
+    def _checkpoint_due(self, logged: bool) -> bool:
+        """Whether to checkpoint within the epoch now: `checkpoint_minutes` have passed (in a run of several
+        processes, as rank 0's clock says at a logged step, so that all of them checkpoint together)."""
+        world = self.setup.world
+        if not world.distributed:
+            return self.checkpointer.due()
+        return logged and world.from_main(self.checkpointer.due())
 
     def end_epoch(self, epoch: int) -> str | None:
         """After `epoch`'s steps: its training metrics, evaluation, its row of epochs.csv and a checkpoint;
@@ -392,8 +500,11 @@ class _Loop:
         eval_start = time.perf_counter()
         evaluated = epoch % t.eval_every == 0 or epoch == t.epochs or self.plateau is not None
         if evaluated:
-            val_loss, val_acc = evaluate(self.setup.model, data.val, t.eval_batch_size, self.setup.precision)
-            test_loss, test_acc = evaluate(self.setup.model, data.test, t.eval_batch_size, self.setup.precision)
+            setup = self.setup
+            setup.world.sync_buffers(setup.model)  # rank 0's BatchNorm statistics, which its checkpoint holds
+            val_loss, val_acc = evaluate(setup.model, setup.val_part, t.eval_batch_size, setup.precision, setup.world)
+            test_loss, test_acc = evaluate(setup.model, setup.test_part, t.eval_batch_size, setup.precision,
+                                           setup.world)  # fmt: skip
         else:  # `train.eval_every`: not this epoch (NaN in epochs.csv)
             val_loss = val_acc = test_loss = test_acc = math.nan
         row = {
@@ -415,8 +526,22 @@ class _Loop:
             return _diverged(progress.steps)  # the weights blew up in the epoch's last steps
         self.checkpointer.save(progress, self.plateau)
         scores = f", val loss {val_loss:.4f}, test loss {test_loss:.4f} acc {test_acc:.3f}" if evaluated else ""
-        self.bar.write(f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}{scores}")
+        if self.setup.world.main:
+            self.bar.write(f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}{scores}")
         return None
+
+
+def _loss(
+    output: torch.Tensor, labels: torch.Tensor, count: int, world: World
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The loss to differentiate, and (several processes) this process's summed loss. One process: the mean
+    cross-entropy of its batch. Several: its summed cross-entropy times processes / `count` (the global batch),
+    so that DDP's average of the gradients over processes is the gradient of the global batch's mean loss, and
+    the average of this loss over processes (what LLb-SGD reads) is that mean loss, also when the parts differ."""
+    if not world.distributed:
+        return F.cross_entropy(output, labels), None
+    total = F.cross_entropy(output, labels, reduction="sum")
+    return total * (world.size / count), total
 
 
 def _log_step(
@@ -453,10 +578,11 @@ def _diverged(step: int) -> str:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, split: datasets.Split | None, batch_size: int, numeric: str = "fp32"
+    model: nn.Module, split: datasets.Split | None, batch_size: int, numeric: str = "fp32", world: World = SINGLE
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` on `split` (NaN, NaN when there is no split), the forward pass
-    in precision `numeric` (the loss summed in float64)."""
+    in precision `numeric` (the loss summed in float64). In a run of several processes `split` is this process's
+    share, and the sums are taken over every process's."""
     if split is None:
         return math.nan, math.nan
     model.eval()
@@ -467,4 +593,9 @@ def evaluate(
             output = model(images)
         loss = loss + F.cross_entropy(output.float(), labels, reduction="sum").double()
         correct = correct + (output.argmax(1) == labels).sum()
-    return float(loss) / len(split), float(correct) / len(split)
+    if not world.distributed:
+        return float(loss) / len(split), float(correct) / len(split)
+    device = next(model.parameters()).device
+    sums = world.all_sum(torch.tensor([float(loss), float(correct), len(split)], dtype=torch.float64, device=device))
+    loss, correct, count = sums.tolist()
+    return loss / count, correct / count

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import config
 from .report.runs import TUNING_FILE, optimizer_variant
-from .runs import final_status, run_id
+from .runs import final_status
 from .sweeps import sweep_points
 
 
@@ -106,11 +106,11 @@ def candidates(overrides: list[str]) -> tuple[list[Tuned], DictConfig]:
     return list(found.values()), sweep
 
 
-def run_dir(overrides: list[str]) -> Path:
-    """Where the run of `overrides` lives (its content-addressed directory)."""
-    cfg = config.compose(overrides)
-    values = OmegaConf.to_container(cfg, resolve=True)
-    return Path(values["results_dir"]) / values["experiment_name"] / run_id(values)
+def run_dir(overrides: list[str], hydra_overrides: list[str] | tuple[str, ...] = ()) -> Path:
+    """Where the run of `overrides` lives (its content-addressed directory), launched with `hydra_overrides` (a
+    Slurm launcher of several tasks a run makes it a distributed run, another run id)."""
+    cfg = config.compose([*overrides, *hydra_overrides], hydra=True)
+    return Path(cfg.results_dir) / cfg.experiment_name / str(cfg.hydra.sweep.subdir)
 
 
 def outcome(path: Path) -> float | str | None:
@@ -151,7 +151,7 @@ def tune(overrides: list[str]) -> Path:
 
     def dir_of(overrides: list[str]) -> Path:
         if tuple(overrides) not in dirs:
-            dirs[tuple(overrides)] = run_dir(overrides)
+            dirs[tuple(overrides)] = run_dir(overrides, hydra_overrides)
         return dirs[tuple(overrides)]
 
     while True:

@@ -36,6 +36,22 @@ def test_run_id_ignores_paths_devices_and_logging_but_not_hyperparameters(make_c
     assert rid("fold=none").startswith("smallcnn-llb-fall-")
 
 
+def test_a_run_of_several_processes_is_another_run_and_one_process_keeps_its_old_id(make_config, monkeypatch):
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(make_config(), resolve=True)
+    assert values["world_size"] == 1 and values["train"]["sync_bn"] is None
+    older = {k: v for k, v in values.items() if k != "world_size"}  # a config from before distributed runs
+    older["train"] = {k: v for k, v in values["train"].items() if k != "sync_bn"}
+    assert run_id(older) == run_id(values) == run_id({**values, "train": {**values["train"], "sync_bn": False}})
+    two = {**values, "world_size": 2}
+    assert run_id(two) != run_id(values)
+    assert identity(two)["world_size"] == 2 and identity(two)["train"]["sync_bn"] is False  # resolved: the CPU
+    assert run_id({**two, "train": {**values["train"], "sync_bn": True}}) != run_id(two)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it for each of its processes
+    assert make_config().world_size == 2
+
+
 def test_two_different_datasets_at_one_config_get_two_run_ids(make_config, tmp_path):
     from omegaconf import OmegaConf
 

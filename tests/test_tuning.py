@@ -153,3 +153,16 @@ def test_tune_without_an_experiment_says_what_it_needs(cifar_root, tmp_path):
     out = llbbench("tune", "optimizer=sgd", f"results_dir={tmp_path}", data=cifar_root)
     assert out.returncode == 2 and "llbbench tune needs an experiment with a sweep" in out.stderr
     assert Path(tmp_path).exists() and not list(Path(tmp_path).iterdir())
+
+
+def test_a_tuning_run_launched_as_a_distributed_slurm_job_is_found_where_that_job_writes_it(cifar_root, tmp_path):
+    """With a Slurm launcher of several tasks per run, each run is one distributed job (another identity): tune
+    looks for it under the id the job computes (world_size = nodes × tasks_per_node)."""
+    overrides = [*TINY, "optimizer=sgd", f"dataset.root={cifar_root}", f"results_dir={tmp_path}"]
+    (entry,), _ = tuning.candidates(overrides)
+    single = tuning.run_dir(entry.overrides)
+    assert tuning.run_dir(entry.overrides, ["hydra/launcher=slurm"]) == single  # one task a run
+    launcher = ["hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2"]
+    shared = tuning.run_dir(entry.overrides, launcher)
+    assert shared != single and shared.parent == single.parent
+    assert tuning.run_dir(entry.overrides, [*launcher, "hydra.launcher.nodes=2"]) not in (single, shared)

@@ -1,5 +1,6 @@
-"""What the optimizers share: argument checks (one clear `ValueError` where a bad value enters), and moving their
-optimizer-wide state to their parameters' device after a load."""
+"""What the optimizers share: argument checks (one clear `ValueError` where a bad value enters), moving their
+optimizer-wide state to their parameters' device after a load, and averaging tensors over torch.distributed's
+workers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 
 def check_values(owner: str, checks: Iterable[tuple[str, Any, bool, str]]) -> None:
@@ -38,3 +40,17 @@ def load_shared_state(optimizer: torch.optim.Optimizer, state_dict: dict[str, An
     if key in optimizer.state:
         device = optimizer.param_groups[0]["params"][0].device
         optimizer.state[key] = to_device(optimizer.state[key], device)
+
+
+def distributed() -> bool:
+    """Whether the optimizer steps in one of several torch.distributed workers."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def averaged_over_workers(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's mean over the workers (new tensors, in one all-reduce: on the CPU under gloo)."""
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    moved = flat.cpu() if dist.get_backend() == "gloo" else flat
+    dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+    flat = moved.to(flat.device) / dist.get_world_size()
+    return [piece.view_as(t) for piece, t in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)]

@@ -8,6 +8,11 @@ Only the estimating steps need the graph of the gradient: ask `should_create_gra
 
     loss.backward(create_graph=optimizer.should_create_graph())
     optimizer.step()
+
+Under torch.distributed (DistributedDataParallel) every worker draws the same v, and an estimating step averages
+Hv and the gradients over the workers itself, so that H is the Hessian of the global batch's loss: run that step's
+forward and backward inside the model's `no_sync()` (DDP's reducer does not take double backward). Gradients that
+DDP has averaged already come out of that average unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ._checks import check_values, load_shared_state
+from ._checks import averaged_over_workers, check_values, distributed, load_shared_state
 
 __all__ = ["ESGD"]
 
@@ -119,6 +124,13 @@ class ESGD(torch.optim.Optimizer):
         shared["rng"] = generator.get_state()
         with torch.enable_grad():
             products = torch.autograd.grad([p.grad for p in params], params, vectors, allow_unused=True)
+        if distributed():  # H of the global batch's loss: Hv and (undivided) gradients averaged over workers
+            grads = [p.grad.detach() for p in params]
+            present = [hv for hv in products if hv is not None]
+            averaged = iter(averaged_over_workers([*grads, *present]))
+            for p in params:
+                p.grad = next(averaged)
+            products = tuple(next(averaged) if hv is not None else None for hv in products)
         for p, hv in zip(params, products, strict=True):
             state = self.state[p]
             if "sq_sum" not in state:

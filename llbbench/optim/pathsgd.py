@@ -8,6 +8,10 @@ all-ones input of the real input size, in float64; the gradient of the summed ou
 squared parameters is κ. Shared (conv) weights sum over their edges by themselves.
 
 BatchNorm γ/β and parameters on no path get plain SGD.
+
+Under torch.distributed (DistributedDataParallel) every worker has the same weights, but, without synchronised
+BatchNorm, running statistics of its own batches: κ then uses their average over the workers, so that every
+worker computes the same κ and the replicas stay equal.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ._checks import check_values, load_shared_state
+from ._checks import averaged_over_workers, check_values, distributed, load_shared_state
 
 __all__ = ["PathSGD", "path_kappa"]
 
@@ -36,11 +40,17 @@ def path_kappa(model: nn.Module, input_shape: tuple[int, ...], floor: float = 1e
         owner = name.rpartition(".")[0]
         if owner not in norms:
             squared[name] = param.detach().double().square().requires_grad_(True)
-    for owner in norms:
+    variances = {}
+    for owner in sorted(norms):
         bn = model.get_submodule(owner)
         if bn.running_var is None or bn.weight is None:
             raise ValueError(f"PathSGD needs affine BatchNorm layers with running statistics; {owner!r} is not")
-        sigma = (bn.running_var.double() + bn.eps).sqrt()
+        variances[owner] = bn.running_var.double()
+    if variances and distributed():
+        variances = dict(zip(variances, averaged_over_workers(list(variances.values())), strict=True))
+    for owner in norms:
+        bn = model.get_submodule(owner)
+        sigma = (variances[owner] + bn.eps).sqrt()
         gamma = bn.weight.detach().double()
         prefix = f"{owner}." if owner else ""
         # eval-mode batch norm computes (x − mean)/σ · w + b: with mean 0, b 0 and w = γ²/σ it is x·(γ/σ)²

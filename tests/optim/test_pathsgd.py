@@ -193,3 +193,43 @@ def test_registry_gives_pathsgd_the_model_and_input_shape():
 def test_parameters_of_another_model_are_refused():
     with pytest.raises(ValueError, match="do not belong to the given model"):
         PathSGD(mlp().parameters(), lr=0.1, model=mlp(), input_shape=(3,))
+
+
+def _two_workers_step_path_sgd(rank: int, folder: str) -> None:
+    """One of two gloo workers: a BatchNorm network in DDP, each worker on batches of its own, three Path-SGD
+    steps; then the worker's κ and weights to `folder/rank<r>.pt`."""
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(rank)  # different initial weights: DDP starts both from rank 0's
+        model = models.build("smallcnn", 10, (3, 16, 16), width=0.25)
+        replica = DistributedDataParallel(model)
+        optimizer = build("pathsgd", model, input_shape=(3, 16, 16), lr=1e-3)
+        generator = torch.Generator().manual_seed(100 + rank)
+        for _ in range(3):
+            images = torch.randn(4, 3, 16, 16, generator=generator) * (1 + rank)  # statistics of its own
+            labels = torch.randint(0, 10, (4,), generator=generator)
+            optimizer.zero_grad()
+            F.cross_entropy(replica(images), labels).backward()
+            optimizer.step()
+        kappa = [k for k in optimizer.kappa() if k is not None]
+        torch.save((kappa, dict(model.named_parameters())), f"{folder}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_kappa_is_the_same_on_every_worker_of_a_distributed_run(tmp_path):
+    """Without synchronised BatchNorm each worker's running statistics are its own; κ uses their average, so the
+    workers compute one κ and their replicas stay equal (with each worker's own κ they drift apart)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_two_workers_step_path_sgd, args=(str(tmp_path),), nprocs=2, join=True)
+    (kappa0, weights0), (kappa1, weights1) = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert len(kappa0) == len(kappa1) > 0
+    for a, b in zip(kappa0, kappa1, strict=True):
+        assert torch.equal(a, b)
+    for name in weights0:
+        assert torch.equal(weights0[name], weights1[name]), name
