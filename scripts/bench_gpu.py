@@ -39,6 +39,7 @@ from PIL import Image
 
 from llbbench import models, optim, precision, train
 from llbbench.config import compose
+from llbbench.optim._checks import tensors_in
 from llbbench.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,19 +191,9 @@ def state_after_loading(args, device) -> dict[str, bool]:
         buffer.seek(0)
         resumed = optim.build(name, models_[1], input_shape=(3, 32, 32), lr=0.01)
         resumed.load_state_dict(torch.load(buffer, map_location="cpu"))
-        tensors = [t for v in resumed.state.values() for t in _tensors(v) if t.is_floating_point()]
+        tensors = [t for v in resumed.state.values() for t in tensors_in(v) if t.is_floating_point()]
         found[name] = bool(tensors) and all(t.device.type == device.type for t in tensors)
     return found
-
-
-def _tensors(value) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for item in value.values() for t in _tensors(item)]
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors(item)]
-    return []
 
 
 def folder_against_arrays(args, device) -> dict[str, float | bool]:

@@ -33,6 +33,17 @@ def to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """Every tensor in `value` (a tensor, or lists, tuples and dicts of them, nested), in order."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in tensors_in(item)]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in tensors_in(item)]
+    return []
+
+
 def load_shared_state(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any], key: str) -> None:
     """`torch.optim.Optimizer.load_state_dict`, then the optimizer-wide state under `key` onto the parameters'
     device."""

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from llbbench import optim
-from llbbench.optim._checks import to_device
+from llbbench.optim._checks import tensors_in, to_device
 
 SHARED_KEYS = {"llb": "llb", "esgd": "esgd", "pathsgd": "pathsgd"}
 
@@ -17,16 +17,6 @@ SHARED_KEYS = {"llb": "llb", "esgd": "esgd", "pathsgd": "pathsgd"}
 def model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
-
-
-def tensors(value) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for item in value.values() for t in tensors(item)]
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in tensors(item)]
-    return []
 
 
 @pytest.mark.parametrize("name", sorted(SHARED_KEYS))
@@ -42,16 +32,16 @@ def test_state_lands_on_the_parameters_device_after_loading(name):
         opt.zero_grad()
         optim.backward_and_step(spec, opt, loss)
     state = opt.state_dict()
-    shared = tensors(state["state"][SHARED_KEYS[name]])
+    shared = tensors_in(state["state"][SHARED_KEYS[name]])
     # the test moves something (ESGD's shared state is counts and its generator's byte state)
     assert any(t.is_floating_point() for t in shared) is (name != "esgd")
     loaded_on = model().to("meta")
     resumed = optim.build(name, loaded_on, input_shape=(3, 6, 6), lr=0.01, **options)
     resumed.load_state_dict(state)
-    for t in tensors(resumed.state[SHARED_KEYS[name]]):
+    for t in tensors_in(resumed.state[SHARED_KEYS[name]]):
         assert t.device.type == ("meta" if t.is_floating_point() else "cpu")  # a generator state stays a CPU tensor
     for p in loaded_on.parameters():
-        for t in tensors(dict(resumed.state.get(p, {}))):
+        for t in tensors_in(dict(resumed.state.get(p, {}))):
             if t.is_floating_point():
                 assert t.device.type == "meta"
 
