@@ -1,0 +1,34 @@
+"""scripts/run_time.py: a results folder's training time, recorded and at each kind's median seconds per step."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_time.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("run_time", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_run_slowed_by_other_work_does_not_inflate_the_median_time():
+    runs = pd.DataFrame(
+        {
+            "experiment": ["t2", "t2", "t2", "t3"],
+            "model": ["r34"] * 4,
+            "optimizer": ["sgd"] * 4,
+            "batch_size": [64, 64, 64, 16],
+            "steps": [100, 100, 100, 50],
+            "seconds": [10.0, 12.0, 600.0, 30.0],  # the third was slowed down 50-fold
+        }
+    )
+    table = load_script().run_time(runs)
+    assert table.loc["t2", "runs"] == 3 and table.loc["t2", "recorded"] == round(622 / 60, 1)
+    assert table.loc["t2", "typical"] == round(3 * 12.0 / 60, 1)  # every step at the median 0.12 s
+    assert table.loc["t3", "typical"] == 0.5 and table.loc["all", "runs"] == 4
