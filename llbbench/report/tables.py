@@ -210,13 +210,17 @@ def _by_fold(runs: pd.DataFrame, metric: str) -> pd.Series:
 
 def _network_notes(runs: pd.DataFrame, column: str) -> list[str]:
     """How the networks were run where it is not the plain architecture: their options (BatchNorm, dropout, …),
-    the initialization when the table does not vary it, and a stand-in dataset."""
+    the initialization when the table does not vary it, the batch size when the table's networks differ in it,
+    and a stand-in dataset."""
     shown = []
+    batches = set(runs["batch_size"].dropna().astype(int)) if "batch_size" in runs else set()
     for network in ordered(runs["model"], NETWORKS):
         of = runs[runs["model"] == network]
         parts = sorted({a for a in of["architecture"].dropna() if a}) if "architecture" in of else []
         if column != "init":
             parts += [f"init {i}" for i in sorted(set(of["init"].astype(str)) - {"default"})]
+        if column != "batch_size" and len(batches) > 1:  # the networks of the table differ in batch size
+            parts += [f"batch {b}" for b in sorted(set(of["batch_size"].dropna().astype(int)))]
         stand_in = of["experiment"].astype(str).str.contains("imagenet") & (of["dataset"] != "imagenet")
         if stand_in.any():
             parts.append(f"on {', '.join(sorted(set(of[stand_in]['dataset'])))} as a stand-in for ImageNet")

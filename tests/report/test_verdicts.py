@@ -200,6 +200,13 @@ def test_tables_say_how_a_network_was_run_and_on_what_stand_in():
         "Networks as run: alexnet: dropout 0, batch_norm; init msra; on cifar10 as a stand-in for ImageNet."
     ]
     assert _network_notes(runs[runs["model"] == "resnet34"], "optimizer") == []
+    batches = runs.assign(batch_size=[64, 32])  # the table's networks differ in batch size: each is named
+    assert _network_notes(batches, "optimizer") == [
+        "Networks as run: resnet34: batch 32. alexnet: dropout 0, batch_norm; init msra; batch 64; on cifar10 as a "
+        "stand-in for ImageNet."
+    ]
+    assert _network_notes(runs.assign(batch_size=[64, 64]), "optimizer") == _network_notes(runs, "optimizer")
+    assert _network_notes(batches, "batch_size") == _network_notes(runs, "batch_size")  # Table 3 varies it
 
 
 @pytest.mark.parametrize(
