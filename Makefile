@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llbbench-installed
 
-.PHONY: run reproduce-small tuned-small reproduce-tables test test-slow test-slurm lint format bench bench-gpu clean-runs
+.PHONY: run reproduce-small reproduce-tables test test-slow test-slurm lint format bench bench-gpu clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,13 +38,6 @@ reproduce-small: $(STAMP)  ## every experiment at scale=small on CIFAR-10, tunin
 	step $(BIN)/llbbench saddle experiment=fig8_saddle $(SMALL); \
 	$(BIN)/llbbench report results/small && echo "reproduce-small: done in $$(( ($$(date +%s) - start) / 60 )) min"; \
 	exit $$failed
-
-tuned-small: $(STAMP)  ## Table 2 on CIFAR-10 at scale=small, one-shot and tuned, into results/tuned_small (resumable)
-	@start=$$(date +%s); \
-	$(BIN)/llbbench tune experiment=table2_cifar10 scale=small results_dir=results/tuned_small $(ARGS) && \
-	$(BIN)/llbbench run -m experiment=table2_cifar10 scale=small results_dir=results/tuned_small $(ARGS) && \
-	$(BIN)/llbbench run -m experiment=table2_cifar10 scale=small results_dir=results/tuned_small tuned=true $(ARGS) && \
-	$(BIN)/llbbench report results/tuned_small && echo "tuned-small: done in $$(( ($$(date +%s) - start) / 60 )) min"
 
 reproduce-tables: $(STAMP)  ## every experiment at scale=full (GPUs; add ARGS="hydra/launcher=slurm ..."), then the report
 	@failed=0; \
