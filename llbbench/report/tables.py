@@ -186,7 +186,8 @@ def grid_table(
             rows.append(row)
             records += cells.values()
     notes = [
-        "Mean ± standard deviation over folds; the best of each network and metric in bold; "
+        "Mean ± standard deviation over folds (a cell of one run: its value alone); the best of each network and "
+        "metric in bold; "
         f"{TIED}: statistically tied with the best (the 95% t-interval of the differences, paired by fold, "
         "includes zero; two folds or more)."
     ]
@@ -244,10 +245,11 @@ def _cell(runs: pd.DataFrame, metric: str) -> tuple[str, dict]:
         return DIVERGED, record
     if not len(finished):
         return MISSING, record
-    std = record["std"] if record["std"] is not None else 0.0
     if metric == "steps":
         return f"{record['mean']:.0f}", record
-    return f"{record['mean']:.3f} ± {std:.3f}", record
+    if record["std"] is None:  # one run: no spread to show (not a spread of zero)
+        return f"{record['mean']:.3f}", record
+    return f"{record['mean']:.3f} ± {record['std']:.3f}", record
 
 
 def hyperparameter_table(runs: pd.DataFrame) -> Table:
@@ -342,7 +344,8 @@ def ablation_table(runs: pd.DataFrame, table2: pd.DataFrame) -> Table:
                                 "metric": metric, "better_than_sgd": better, **record})  # fmt: skip
         rows.append(row)
     notes = [
-        "Mean ± standard deviation over folds of LLb-SGD's final losses; (<SGD)/(>SGD): below/above the mean of SGD's "
+        "Mean ± standard deviation over folds of LLb-SGD's final losses (a cell of one run: its value alone); "
+        "(<SGD)/(>SGD): below/above the mean of SGD's "
         "Table-2 runs on the same network (at its configured rate); the first row is the default reading.",
         ("Variants that change the ranking against SGD (the other side of SGD than the default): " + "; ".join(changes))
         if changes
