@@ -60,6 +60,19 @@ def clip_blown_up(ax: Axes, means: dict[str, pd.Series], factor: float = 1.5) ->
     return above
 
 
+CONTROL_LINES = {"global": "--", "cosine": "--", "inverse_time": ":"}  # a control's line; its colour is its base's
+
+
+def optimizer_style(variant: str) -> dict:
+    """How an optimizer looks in every figure: each of the paper's nine its own colour, LLb-SGD thicker and on
+    top; a control (`sgd+cosine`, `llb+global`) its base optimizer's colour, dashed or dotted."""
+    name, _, extra = variant.partition("+")
+    color = f"C{OPTIMIZERS.index(name) % 10}" if name in OPTIMIZERS else None
+    if extra:
+        return {"color": color, "ls": CONTROL_LINES.get(extra, "-."), "lw": 1.2}
+    return {"color": color, **({"lw": 2.2, "zorder": 5} if name == "llb" else {"lw": 1.2})}
+
+
 def fig5_training_curves(curves: pd.DataFrame, out: Path, scale_note: str) -> list[Path]:
     """Training loss per epoch of every optimizer (`epoch_curves` of the runs), one panel per network: mean
     over folds, ± std band; failed runs are left out."""
@@ -74,7 +87,7 @@ def fig5_training_curves(curves: pd.DataFrame, out: Path, scale_note: str) -> li
         for optimizer in ordered(of_network["optimizer"], OPTIMIZERS):
             stats = of_network[of_network["optimizer"] == optimizer].groupby("epoch")["train_loss"].agg(["mean", "std"])
             name = optimizer_label(optimizer)
-            line = ax.plot(stats.index, stats["mean"], label=name, lw=1.4)[0]
+            line = ax.plot(stats.index, stats["mean"], label=name, **optimizer_style(optimizer))[0]
             ax.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0),
                             color=line.get_color(), alpha=0.15, lw=0)  # fmt: skip
             means[name] = stats["mean"]
@@ -219,8 +232,7 @@ def fig8_saddles(
         grid = f(torch.tensor(np.stack([x, y]))).numpy()
         ax.contour(x, y, grid, levels=25, cmap="Greys", linewidths=0.6)
         for name, trace in trajectories[problem].items():
-            style = {"ls": "--", "lw": 2.2, "zorder": 5} if name == "llb" else {"lw": 1.3}  # visible over SGD's
-            ax.plot(trace[:, 0], trace[:, 1], label=OPTIMIZER_NAMES.get(name, name), **style)
+            ax.plot(trace[:, 0], trace[:, 1], label=OPTIMIZER_NAMES.get(name, name), **_saddle_style(name))
         ax.plot(*SADDLE_START, "k*", ms=8)
         ax.set(title=f"analytic: {title}", xlabel="x", ylabel="y", xlim=(-1.2, 1.2), ylim=(-2.2, 2.2))
     axes[-1][0].legend(fontsize=7, loc="lower left")
@@ -234,9 +246,8 @@ def fig8_saddles(
 
 
 def _saddle_style(name: str) -> dict:
-    """One colour per optimizer in both network panels; LLb-SGD dashed and on top (visible over SGD's)."""
-    color = f"C{OPTIMIZERS.index(name) % 10}" if name in OPTIMIZERS else None
-    return {"color": color, **({"ls": "--", "lw": 2.2, "zorder": 5} if name == "llb" else {"lw": 1.2})}
+    """`optimizer_style`, with LLb-SGD dashed: near a saddle its path lies on SGD's, and shows through it."""
+    return {**optimizer_style(name), **({"ls": "--"} if name == "llb" else {})}
 
 
 def _network_saddle(plane_ax: Axes, loss_ax: Axes, measured: dict) -> None:

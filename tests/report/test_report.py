@@ -210,6 +210,19 @@ def test_a_blown_up_curve_leaves_the_panel_readable_and_is_named():
     assert not calm.texts
 
 
+def test_every_optimizer_and_control_of_table_2_looks_different_and_a_control_takes_its_base_colour():
+    from llbbench.report.figures import optimizer_style
+    from llbbench.report.runs import OPTIMIZERS
+
+    variants = [*OPTIMIZERS, "llb+global", "sgd+cosine", "sgd+inverse_time"]
+    looks = [(style["color"], style.get("ls", "-"), style["lw"]) for style in map(optimizer_style, variants)]
+    assert len(set(looks)) == len(variants)  # twelve lines, twelve looks (ten colours alone would repeat two)
+    for control in ("llb+global", "sgd+cosine", "sgd+inverse_time"):
+        base = control.split("+")[0]
+        assert optimizer_style(control)["color"] == optimizer_style(base)["color"]
+        assert optimizer_style(control)["ls"] != "-"
+
+
 def test_the_report_is_reproducible_byte_for_byte(results, report, tmp_path):
     again = build_report([results], tmp_path / "again")
     for name in (
