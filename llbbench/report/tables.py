@@ -345,8 +345,8 @@ def ablation_table(runs: pd.DataFrame, table2: pd.DataFrame) -> Table:
         rows.append(row)
     notes = [
         "Mean ± standard deviation over folds of LLb-SGD's final losses (a cell of one run: its value alone); "
-        "(<SGD)/(>SGD): below/above the mean of SGD's "
-        "Table-2 runs on the same network (at its configured rate); the first row is the default reading.",
+        "(<SGD)/(>SGD): below/above the mean of SGD's Table-2 runs on the same network (at its configured rate); "
+        "the first row is the default reading.",
         ("Variants that change the ranking against SGD (the other side of SGD than the default): " + "; ".join(changes))
         if changes
         else "No variant changes the ranking against SGD"
