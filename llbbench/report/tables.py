@@ -14,6 +14,8 @@ from .stats import t_interval
 METRICS = {"train_loss": "train loss", "test_loss": "test loss", "test_acc": "test acc."}
 LOWER_IS_BETTER = {"train_loss": True, "test_loss": True, "test_acc": False}
 MISSING, DIVERGED = "—", "div."
+SPREAD = "Mean ± standard deviation over folds"  # how `_cell` writes a cell, as the notes say it
+ONE_RUN = "(a cell of one run: its value alone)"
 # what pdflatex cannot take as typed: LaTeX's special characters, and the non-ASCII characters our text uses
 LATEX = {
     "\\": r"\textbackslash{}",
@@ -186,8 +188,7 @@ def grid_table(
             rows.append(row)
             records += cells.values()
     notes = [
-        "Mean ± standard deviation over folds (a cell of one run: its value alone); the best of each network and "
-        "metric in bold; "
+        f"{SPREAD} {ONE_RUN}; the best of each network and metric in bold; "
         f"{TIED}: statistically tied with the best (the 95% t-interval of the differences, paired by fold, "
         "includes zero; two folds or more)."
     ]
@@ -344,7 +345,7 @@ def ablation_table(runs: pd.DataFrame, table2: pd.DataFrame) -> Table:
                                 "metric": metric, "better_than_sgd": better, **record})  # fmt: skip
         rows.append(row)
     notes = [
-        "Mean ± standard deviation over folds of LLb-SGD's final losses (a cell of one run: its value alone); "
+        f"{SPREAD} of LLb-SGD's final losses {ONE_RUN}; "
         "(<SGD)/(>SGD): below/above the mean of SGD's Table-2 runs on the same network (at its configured rate); "
         "the first row is the default reading.",
         ("Variants that change the ranking against SGD (the other side of SGD than the default): " + "; ".join(changes))
