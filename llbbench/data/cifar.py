@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import functools
 import hashlib
 import pickle
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -78,9 +80,14 @@ def _read_batches(folder: Path, files: dict[str, str]) -> tuple[torch.Tensor, to
         path = folder / name
         try:
             with path.open("rb") as f:
-                batch = pickle.load(f, encoding="latin1")
+                batch = BatchUnpickler(f, encoding="latin1").load()
             data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             batch_labels = np.asarray(batch["labels"], dtype=np.int64)
+        except RefusedObject as e:
+            raise ValueError(
+                f"CIFAR-10 batch file {path} asks to build {e}, which no CIFAR-10 batch holds: refused, nothing of "
+                "it was run; delete the folder and fetch the files again"
+            ) from None
         except Exception as e:  # truncated, not a pickle, wrong keys or shape: all mean "bad file"
             raise ValueError(
                 f"CIFAR-10 batch file {path} is truncated or unreadable ({type(e).__name__}: {e}); "
@@ -97,6 +104,46 @@ def _read_batches(folder: Path, files: dict[str, str]) -> tuple[torch.Tensor, to
         images.append(torch.from_numpy(data))
         labels.append(torch.from_numpy(batch_labels))
     return torch.cat(images), torch.cat(labels)
+
+
+class RefusedObject(pickle.UnpicklingError):
+    """A pickle asked for a Python object that a CIFAR-10 batch does not hold (its message names it)."""
+
+
+def _numpy_reconstruct() -> object:
+    try:  # NumPy 2 (the official files name `numpy.core.multiarray`, which NumPy 2 keeps as an alias)
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy 1
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as protocol-2 pickles written by Python 3 use it for bytes, for the latin-1 codec only."""
+    if encoding != "latin1":
+        raise RefusedObject(f"_codecs.encode(..., {encoding!r})")
+    return codecs.encode(text, "latin1")
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch and nothing else: dicts, lists, strings, bytes, numbers and NumPy arrays.
+
+    A plain `pickle.load` runs whatever callable a file names; this one builds only NumPy's arrays (their class,
+    dtype and reconstruction function) and bytes, and refuses any other global with `RefusedObject`."""
+
+    ALLOWED: ClassVar[dict[tuple[str, str], object]] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+        ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+        ("_codecs", "encode"): _latin1_bytes,
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise RefusedObject(f"{module}.{name}") from None
 
 
 def _download(root: Path, folder: Path) -> None:

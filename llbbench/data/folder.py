@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,11 +47,22 @@ def scan_split(
             raise ValueError(f"class folder {folder / name}/ holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
         paths += images
         labels += [label] * len(images)
-    sizes = [p.stat().st_size for p in paths]
-    empty = [p for p, size in zip(paths, sizes, strict=True) if size == 0]
-    if empty:
-        more = f" and {len(empty) - 1} more of the split's {len(paths)} images are too" if len(empty) > 1 else ""
-        raise ValueError(f"image file {empty[0]} is empty (zero bytes){more}; remove or replace them")
+    sizes, bad = [], []
+    for path in paths:
+        try:
+            info = path.stat()
+        except OSError as e:  # a broken link, a file that went away
+            bad.append((path, f"unreadable ({e.strerror})"))
+            sizes.append(0)
+            continue
+        sizes.append(info.st_size)
+        if not stat.S_ISREG(info.st_mode):
+            bad.append((path, "not a file (a directory?)"))
+        elif info.st_size == 0:
+            bad.append((path, "empty (zero bytes)"))
+    if bad:
+        more = f" and {len(bad) - 1} more of the split's {len(paths)} images are bad too" if len(bad) > 1 else ""
+        raise ValueError(f"image file {bad[0][0]} is {bad[0][1]}{more}; remove or replace them")
     return found, paths, labels, sizes
 
 
@@ -67,6 +79,20 @@ def folder_fingerprint(root: Path, splits: Sequence[str]) -> str:
             digest.update(f"{path.relative_to(root).as_posix()}\t{size}\n".encode())
         count += len(paths)
     return f"imagefolder-{count}-{digest.hexdigest()[:16]}"
+
+
+def files_stamp(root: Path, splits: Sequence[str]) -> str:
+    """A hash of every image's relative path, size and modification time in `splits`: unlike the fingerprint
+    (paths and sizes: a run's identity, the same for a copy of the folder), it changes when an image is rewritten
+    with other pixels at the same size."""
+    digest = hashlib.sha256()
+    classes = None
+    for split in splits:
+        classes, paths, _, _ = scan_split(root, split, classes)
+        for path in paths:
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def unreadable_images(paths: Sequence[Path]) -> list[tuple[Path, str]]:

@@ -3,7 +3,8 @@
 `prepare` writes, for the train and test splits of an image-folder dataset, exactly the pixels the folder
 pipeline produces (RGB, shorter side resized, centre crop, uint8 C×H×W) as `<split>.npy` of shape (N, 3, crop,
 crop), its labels as `<split>.labels.npy`, and `manifest.json` (the dataset's fingerprint — class list, every
-file's path and size —, resize, crop, the classes, and each array's SHA-256), under `<root>/.predecoded/` unless
+file's path and size —, a stamp of every file's size and modification time, resize, crop, the classes, and each
+array's SHA-256), under `<root>/.predecoded/` unless
 `dataset.predecoded_dir` says otherwise. `dataset.format=predecoded` reads them memory-mapped, with a background
 thread gathering each next mini-batch (into pinned memory on CUDA), normalized on the run's device: a run ends
 with the same weights as on the folder.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import shlex
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -25,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .folder import _Images, scan_split
+from .folder import _Images, files_stamp, scan_split
 from .tensors import batch_count, normalize
 
 MANIFEST = "manifest.json"
@@ -37,8 +39,17 @@ def folder_of(options: dict[str, Any]) -> Path:
 
 
 def command(options: dict[str, Any]) -> str:
-    """The command that (re)writes the arrays of dataset `options`."""
-    return f"llbbench prepare-data dataset={options['name']} dataset.root={options['root']}"
+    """The command that (re)writes the arrays of dataset `options`, with every option that shapes them."""
+    words = [f"dataset={options['name']}", f"dataset.root={options['root']}"]
+    words += [f"dataset.{key}={options[key]}" for key in ("resize", "crop")]
+    for key, default in (("train_split", "train"), ("test_split", "val"), ("predecoded_dir", None)):
+        if options.get(key) not in (None, default):
+            words.append(f"dataset.{key}={options[key]}")
+    return "llbbench prepare-data " + " ".join(shlex.quote(word) for word in words)
+
+
+def _splits(options: dict[str, Any]) -> tuple[str, str]:
+    return options["train_split"], options["test_split"]
 
 
 def prepare(options: dict[str, Any], fingerprint: str) -> Path:
@@ -47,7 +58,7 @@ def prepare(options: dict[str, Any], fingerprint: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     classes = None
     splits = {}
-    for split in (options["train_split"], options["test_split"]):
+    for split in _splits(options):
         classes, paths, labels, _ = scan_split(root, split, classes)
         images = _Images(paths, torch.tensor(labels), options["resize"], options["crop"])
         array = np.lib.format.open_memmap(
@@ -61,8 +72,8 @@ def prepare(options: dict[str, Any], fingerprint: str) -> Path:
         array.flush()
         np.save(out / f"{split}.labels.npy", np.asarray(labels, dtype=np.int64))
         splits[split] = {"count": len(paths), "sha256": _digest(out / f"{split}.npy")}
-    manifest = {"fingerprint": fingerprint, "resize": options["resize"], "crop": options["crop"],
-                "classes": classes, "splits": splits}  # fmt: skip
+    manifest = {"fingerprint": fingerprint, "files": files_stamp(root, _splits(options)), "resize": options["resize"],
+                "crop": options["crop"], "classes": classes, "splits": splits}  # fmt: skip
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return out / MANIFEST
 
@@ -81,8 +92,16 @@ def load(options: dict[str, Any], fingerprint: str, device: torch.device, mean, 
     manifest_path = out / MANIFEST
     if not manifest_path.exists():
         raise FileNotFoundError(f"no predecoded arrays in {out} (dataset.format=predecoded); run: {command(options)}")
-    manifest = json.loads(manifest_path.read_text())
-    wanted = {"fingerprint": fingerprint, "resize": options["resize"], "crop": options["crop"]}
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        counts = {split: int(manifest["splits"][split]["count"]) for split in _splits(options)}
+        classes = len(manifest["classes"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{manifest_path} is damaged ({type(e).__name__}: {e}); run again: {command(options)}"
+        ) from None
+    wanted = {"fingerprint": fingerprint, "files": files_stamp(Path(options["root"]), _splits(options)),
+              "resize": options["resize"], "crop": options["crop"]}  # fmt: skip
     stale = [key for key, value in wanted.items() if manifest.get(key) != value]
     if stale:
         raise ValueError(
@@ -90,14 +109,23 @@ def load(options: dict[str, Any], fingerprint: str, device: torch.device, mean, 
             f"run again: {command(options)}"
         )
     splits = []
-    for split in (options["train_split"], options["test_split"]):
-        array = np.load(out / f"{split}.npy", mmap_mode="r")
-        labels = torch.from_numpy(np.load(out / f"{split}.labels.npy"))
-        if len(array) != manifest["splits"][split]["count"] or len(labels) != len(array):
-            raise ValueError(f"{out / split}.npy holds {len(array)} images, not {manifest['splits'][split]['count']}; "
-                             f"run again: {command(options)}")  # fmt: skip
-        splits.append(PredecodedSplit(array, labels, np.arange(len(array)), mean, std, device))
-    return splits[0], splits[1], len(manifest["classes"])
+    for split in _splits(options):
+        array = _read(out / f"{split}.npy", options, mmap_mode="r")
+        labels = _read(out / f"{split}.labels.npy", options, mmap_mode=None)
+        if len(array) != counts[split] or len(labels) != len(array):
+            raise ValueError(f"{out / split}.npy holds {len(array)} images and {len(labels)} labels, not "
+                             f"{counts[split]}; run again: {command(options)}")  # fmt: skip
+        splits.append(PredecodedSplit(array, torch.from_numpy(labels), np.arange(len(array)), mean, std, device))
+    return splits[0], splits[1], classes
+
+
+def _read(path: Path, options: dict[str, Any], mmap_mode: str | None) -> np.ndarray:
+    """An array file of the predecoded folder (never unpickled); a missing or damaged one names the command."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        problem = "is missing" if isinstance(e, FileNotFoundError) else f"is damaged ({type(e).__name__}: {e})"
+        raise ValueError(f"{path} {problem}; run again: {command(options)}") from None
 
 
 @dataclass(frozen=True)

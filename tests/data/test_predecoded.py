@@ -72,7 +72,9 @@ def test_missing_or_stale_arrays_name_the_command_that_makes_them(folder, make_c
     train.prepare(cfg)  # fresh: it loads
     Image.new("RGB", (40, 40), (10, 200, 30)).save(folder / "train" / "cat" / "extra.JPEG")  # the folder changed
     stale = make_config(*FOLDER, f"dataset.root={folder}", "dataset.format=predecoded")
-    with pytest.raises(ValueError, match=r"stale \(fingerprint changed.*run again: llbbench prepare-data"):
+    with pytest.raises(
+        ValueError, match=r"stale \(fingerprint, files changed.*run again: llbbench prepare-data .*resize=36"
+    ):
         train.prepare(stale)
     shutil.rmtree(folder / ".predecoded")
 
