@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -55,6 +57,7 @@ def _run(cfg: DictConfig) -> str:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if rank == 0:
         sweeps.announce(run_dir)
+    logging.raiseExceptions = False  # a log file on a full disk: no traceback of logging's own per record
     try:
         status = train.execute(cfg, run_dir)
     except (ValueError, FileNotFoundError) as e:  # bad input: nothing was trained, nothing is recorded
@@ -62,6 +65,9 @@ def _run(cfg: DictConfig) -> str:
         if hydra_cfg.mode == RunMode.RUN:
             sys.exit(2)
         status = "failed"  # in a sweep the other runs go on
+    except train.NoSpace as e:  # the same for every run of a sweep: it stops
+        print(f"llbbench run: error: {e}", file=sys.stderr)
+        sys.exit(1)
     if rank == 0:
         sweeps.report(status, run_dir)
     print(f"{f'rank {rank}: ' if rank else ''}run {status}: results in {run_dir}", flush=True)
@@ -83,6 +89,8 @@ def _follow() -> None:
 def run(argv: list[str]) -> int:
     """`llbbench run`: Hydra parses the overrides, composes the config from the package's `conf/`, launches."""
     import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from . import config  # registers the config's resolvers
     from .distributed import process_rank
@@ -90,7 +98,28 @@ def run(argv: list[str]) -> int:
     if process_rank() > 0:  # torchrun's other processes: rank 0 writes Hydra's files in the run directory
         argv = [*argv, "hydra.output_subdir=null"]
     sys.argv = ["llbbench run", *argv]  # Hydra parses sys.argv
-    hydra.main(version_base="1.3", config_path=config.SEARCH_PATH, config_name=config.CONFIG_NAME)(_run)()
+    # Hydra prints its own errors over several lines, and tracebacks, unless HYDRA_FULL_ERROR is set: then it
+    # raises them, and they are said here in one line (a user who sets it gets Hydra's full report)
+    full_error = "HYDRA_FULL_ERROR" in os.environ
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        hydra.main(version_base="1.3", config_path=config.SEARCH_PATH, config_name=config.CONFIG_NAME)(_run)()
+    except KeyboardInterrupt as e:
+        print(f"llbbench run: {e or 'interrupted: run the same command to go on'}", file=sys.stderr)
+        return 130
+    except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError) as e:
+        if full_error:
+            raise
+        print(f"llbbench run: error: {config.error_line(e, argv)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # Hydra's own files on a full disk, or in a folder this user cannot write in
+        if full_error or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise
+        print(f"llbbench run: error: cannot write {e.filename or 'the run directory'}: {e.strerror}", file=sys.stderr)
+        return 1
+    finally:
+        if not full_error:
+            del os.environ["HYDRA_FULL_ERROR"]
     return 0
 
 
@@ -126,9 +155,9 @@ same weights. The manifest records the folder's fingerprint: after files change,
 
 def prepare_data(argv: list[str]) -> int:
     """`llbbench prepare-data`: write an image folder's predecoded arrays and say where."""
-    if argv and argv[0] in ("-h", "--help"):
-        print(PREPARE_HELP, end="")
-        return 0
+    answered = _help_or_bad_option("prepare-data", argv, PREPARE_HELP)
+    if answered is not None:
+        return answered
     from omegaconf import OmegaConf
 
     from . import config, data
@@ -141,7 +170,7 @@ def prepare_data(argv: list[str]) -> int:
                              "(dataset=imagenet or dataset=imagefolder dataset.root=DIR)")  # fmt: skip
         return f"predecoded arrays written: {predecoded.prepare(options, data.fingerprint(options)).parent}"
 
-    return _guarded("prepare-data", work)
+    return _guarded("prepare-data", work, argv)
 
 
 SADDLE_HELP = """\
@@ -158,16 +187,17 @@ draws it and judges claim 7 on it. Done again only when its configs change (or w
 
 def saddle(argv: list[str]) -> int:
     """`llbbench saddle`: measure Fig. 8 on a network and say where it is."""
-    if argv and argv[0] in ("-h", "--help"):
-        print(SADDLE_HELP, end="")
-        return 0
+    answered = _help_or_bad_option("saddle", argv, SADDLE_HELP)
+    if answered is not None:
+        return answered
     from . import saddle as measurement
 
     overrides = [a for a in argv if a != "rerun=true"]
     if not any(a.startswith("experiment=") for a in overrides):
         overrides.insert(0, "experiment=fig8_saddle")
     rerun = len(overrides) < len(argv)
-    return _guarded("saddle", lambda: f"saddle measurement written: {measurement.measure(overrides, rerun=rerun)}")
+    return _guarded("saddle", lambda: f"saddle measurement written: {measurement.measure(overrides, rerun=rerun)}",
+                    overrides)  # fmt: skip
 
 
 TUNE_HELP = """\
@@ -185,9 +215,12 @@ winners. Overrides are those of `llbbench run`, e.g. scale=small results_dir=res
 
 def tune(argv: list[str]) -> int:
     """`llbbench tune`: tune the experiment's rates and say where the result is."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(TUNE_HELP, end="")
-        return 0 if argv else 2
+    if not argv:
+        print(TUNE_HELP, end="", file=sys.stderr)
+        return 2
+    answered = _help_or_bad_option("tune", argv, TUNE_HELP)
+    if answered is not None:
+        return answered
     from . import tuning
 
     def work() -> str:
@@ -198,17 +231,34 @@ def tune(argv: list[str]) -> int:
         ]
         return "\n".join([*lines, f"tuning written: {path}"])
 
-    return _guarded("tune", work)
+    return _guarded("tune", work, argv)
 
 
-def _guarded(command: str, work: Callable[[], str]) -> int:
+def _help_or_bad_option(command: str, argv: list[str], usage: str) -> int | None:
+    """For a command that takes overrides only: its help for -h/--help (0), its usage and one line for any other
+    option (2), else None."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage, end="")
+        return 0
+    options = [a for a in argv if a.startswith("-")]
+    if options:
+        print(usage, file=sys.stderr)
+        print(f"llbbench {command}: error: unknown option {options[0]}: this command takes overrides only "
+              "(KEY=VALUE)", file=sys.stderr)  # fmt: skip
+        return 2
+    return None
+
+
+def _guarded(command: str, work: Callable[[], str], argv: list[str] | tuple[str, ...] = ()) -> int:
     """Run a command's `work` and print what it returns (exit 0); bad input gets one line on stderr (exit 2)."""
     from hydra.errors import HydraException
+
+    from . import config
 
     try:
         message = work()
     except (ValueError, FileNotFoundError, HydraException) as e:
-        print(f"llbbench {command}: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"llbbench {command}: error: {config.error_line(e, argv)}", file=sys.stderr)
         return 2
     print(message)
     return 0
@@ -233,6 +283,11 @@ def report(argv: list[str]) -> int:
         out = build_report(args.dirs, args.out, [f.strip() for f in args.formats.split(",") if f.strip()])
     except (ValueError, FileNotFoundError) as e:
         print(f"llbbench report: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder this user cannot write in, a full disk
+        where = e.filename or args.out or Path(args.dirs[0]) / "report"
+        print(f"llbbench report: error: cannot write the report in {where} ({e.strerror or e}); name a folder you "
+              "can write in with --out DIR", file=sys.stderr)  # fmt: skip
         return 2
     print(f"report written: {out / 'report.md'} (claims: {out / 'claims.md'})")
     return 0

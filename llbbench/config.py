@@ -16,20 +16,23 @@ import dataclasses
 import difflib
 import enum
 import importlib.resources
+import math
+import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from .schedules import SCHEDULES
 
 CONFIG_PACKAGE = "llbbench.conf"
 SEARCH_PATH = f"pkg://{CONFIG_PACKAGE}"
 CONFIG_NAME = "config"
+GROUPS = ("dataset", "model", "optimizer", "init")  # the config groups every run chooses one entry of
 
 
 class ConfigError(ValueError):
@@ -41,6 +44,11 @@ def config_dir() -> Path:
     return Path(str(importlib.resources.files(CONFIG_PACKAGE)))
 
 
+def group_options(group: str) -> list[str]:
+    """The entries of config group `group` (`conf/<group>/*.yaml`), sorted."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
 def compose(overrides: list[str] | tuple[str, ...] = (), hydra: bool = False) -> DictConfig:
     """The run config for `overrides`, composed by Hydra outside any app (with Hydra's own node if `hydra`)."""
     from hydra import compose as hydra_compose
@@ -48,6 +56,55 @@ def compose(overrides: list[str] | tuple[str, ...] = (), hydra: bool = False) ->
 
     with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         return hydra_compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=hydra)
+
+
+def error_line(error: BaseException, overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """One line saying what is wrong, for any error of composing or checking a config with `overrides` (Hydra's
+    own included: an unknown entry of a group with the valid ones, an unknown key with the valid keys beside it,
+    a malformed override with how to write it)."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
+        group, _, name = error.missing_cfg_file.rpartition("/")
+        return f"{group}={name}: there is no such {group} config; valid: {', '.join(error.options)}"
+    if isinstance(error, OverrideParseException):
+        key, equals, value = error.override.partition("=")
+        if not error.override.isascii():
+            return (f"override {error.override!r} holds characters that Hydra takes only inside quotes: quote the "
+                    f"value, e.g. '{key}=\"{value}\"'")  # fmt: skip
+        if not equals:
+            return f"override {error.override!r} has no '=': write {key.lstrip('~+')}=VALUE (or ~{key} to remove it)"
+        detail = "; ".join(line.strip() for line in error.message.splitlines()[:-1] if line.strip())
+        return (f"override {error.override!r} is malformed ({detail}): write KEY=VALUE, a list as [a,b], a group of "
+                "values as {k: v}, and quote a value with spaces or special characters")  # fmt: skip
+    text = _first_line(error)
+    cause = error.__cause__
+    unknown = re.fullmatch(r"Could not override '([^']+)'\.", text)
+    if unknown and isinstance(cause, ConfigKeyError | ConfigAttributeError) and "BasicLauncherConf" not in str(cause):
+        return _unknown_override(unknown.group(1), overrides)
+    if isinstance(cause, OmegaConfBaseException):
+        text = f"{text.rstrip('.')}: {_first_line(cause)}"
+        if "BasicLauncherConf" in str(cause):
+            text += " (the default launcher runs one run after another: choose a launcher first, e.g. " \
+                    "hydra/launcher=joblib)"  # fmt: skip
+    return text
+
+
+def _unknown_override(key: str, overrides: list[str] | tuple[str, ...]) -> str:
+    """An override of a key the config does not have: the nearest valid key, and those beside it."""
+    parent, _, leaf = key.rpartition(".")
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    try:
+        node = OmegaConf.select(compose(rest, hydra=key.startswith("hydra.")), parent) if parent else None
+    except Exception:  # the other overrides do not compose either: say what is known
+        node = None
+    if parent and not isinstance(node, DictConfig):
+        return f"unknown key {key}: the config has no {parent} (is a group entry missing, e.g. {parent}=NAME?)"
+    valid = [str(k) for k in node] if node is not None else []
+    close = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {parent}.{close[0]}?" if close else ""
+    keys = f" (valid keys of {parent}: {', '.join(valid)})" if valid else ""
+    return f"unknown key {key}{hint}{keys}; +{key}=VALUE adds a new key"
 
 
 # --- resolvers ---
@@ -259,6 +316,85 @@ class ImageFolderConfig:
 DATASET_SCHEMAS = {"cifar10": CifarConfig, "imagefolder": ImageFolderConfig, "imagenet": ImageFolderConfig}
 
 
+# --- the valid range of a group's value, by its key (any entry of the group: the registries declare types only) ---
+
+
+@dataclass(frozen=True)
+class Range:
+    words: str  # what is valid, as the message says it
+    holds: Callable[[float], bool]
+
+
+POSITIVE = Range("a finite number above 0", lambda v: math.isfinite(v) and v > 0)
+NON_NEGATIVE = Range("a finite number of at least 0", lambda v: math.isfinite(v) and v >= 0)
+FINITE = Range("a finite number", math.isfinite)
+FRACTION = Range("in [0, 1)", lambda v: 0 <= v < 1)
+AT_LEAST_ONE = Range("at least 1", lambda v: v >= 1)
+RANGES: dict[str, dict[str, Range]] = {
+    "optimizer": {
+        "lr": POSITIVE,
+        "momentum": FRACTION,
+        "betas": FRACTION,  # each of the two
+        "weight_decay": NON_NEGATIVE,
+        "eps": POSITIVE,
+        "rho": FRACTION,
+        "alpha": FRACTION,
+        "initial_accumulator_value": NON_NEGATIVE,
+        "lr_decay": NON_NEGATIVE,
+        "damping": POSITIVE,
+        "kappa_floor": POSITIVE,
+        "update_every": AT_LEAST_ONE,
+        "xi": NON_NEGATIVE,
+        "threshold": FINITE,
+        "loss_ema": FRACTION,
+        "min_lr_ratio": Range("in [0, 1]", lambda v: 0 <= v <= 1),
+        "max_lr_ratio": Range("a finite number of at least 1", lambda v: math.isfinite(v) and v >= 1),
+    },
+    "init": {"a": POSITIVE, "std": POSITIVE, "gain": POSITIVE},
+    "model": {"width": POSITIVE, "dropout": FRACTION, "hidden": AT_LEAST_ONE},
+    "dataset": {"mean": FINITE, "std": POSITIVE},  # each channel's
+}
+CHANNELS = 3  # dataset.mean and dataset.std: one value per colour channel
+
+
+def _check_group_ranges(group: str, values: Mapping[str, Any]) -> None:
+    """Each value of `group` whose key has a range (a list: each of its items) is in it; else `ConfigError`."""
+    for key, rule in RANGES[group].items():
+        value = values.get(key)
+        items = list(value) if isinstance(value, list | tuple | ListConfig) else [value]
+        if value is None or all(
+            isinstance(v, int | float) and not isinstance(v, bool) and rule.holds(v) for v in items
+        ):
+            continue
+        which = "each value" if len(items) > 1 else "it"
+        raise ConfigError(f"{group}.{key}={_plain(value)} is out of range: {which} must be {rule.words}")
+    if group == "dataset":
+        for key in ("mean", "std"):
+            if len(values[key]) != CHANNELS:
+                raise ConfigError(f"dataset.{key}={_plain(values[key])} must hold {CHANNELS} values, one per channel")
+
+
+def _plain(value: Any) -> Any:
+    """A list value as a message shows it: `[0.9, 1.5]`."""
+    if isinstance(value, ListConfig):
+        return OmegaConf.to_container(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _check_optimizer_builds(name: str, options: Mapping[str, Any]) -> None:
+    """The optimizer's own argument checks, on a two-weight network: a value its class refuses is named here,
+    before any data is loaded or any run directory exists."""
+    import torch
+
+    from . import optim
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 1))
+    try:
+        optim.build(name, model, input_shape=(2,), **options)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ConfigError(f"optimizer={name}: {_first_line(e)}") from None
+
+
 # --- the check ---
 
 
@@ -267,6 +403,9 @@ def check(cfg: DictConfig) -> DictConfig:
     from . import models, optim
 
     run = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    for group in GROUPS:
+        if not isinstance(run.get(group), DictConfig):
+            raise ConfigError(f"{group} is not chosen: add {group}=NAME (valid: {', '.join(group_options(group))})")
     missing = sorted(OmegaConf.missing_keys(run))
     if missing:
         hint = " (the folder holding the dataset's splits)" if "dataset.root" in missing else ""
@@ -278,25 +417,32 @@ def check(cfg: DictConfig) -> DictConfig:
     if isinstance(values.get("fold"), str) and values["fold"].lower() in ("none", "null"):
         values["fold"] = None
     typed = _typed(RunConfig, values, "")
-    for group in ("dataset", "model", "optimizer", "init"):
+    for group in GROUPS:
         if not isinstance(values[group], dict) or "name" not in values[group]:
             raise ConfigError(f"{group} must be a config group entry with a name, e.g. {group}=NAME")
 
+    _check_name(typed.experiment_name)
     dataset = values["dataset"]
     if dataset["name"] not in DATASET_SCHEMAS:
         raise ConfigError(f"unknown dataset {dataset['name']!r}; valid names: {', '.join(DATASET_SCHEMAS)}")
     typed.dataset = _typed(DATASET_SCHEMAS[dataset["name"]], dataset, "dataset.")
+    _check_group_ranges("dataset", typed.dataset)
 
     name = values["model"]["name"]
     typed.model = _typed(_schema_of("model", name, models.options(name)), values["model"], "model.")
+    _check_group_ranges("model", typed.model)
     name = values["init"]["name"]
     typed.init = _typed(_schema_of("init", name, models.init_options(name)), values["init"], "init.")
+    _check_group_ranges("init", typed.init)
     options = dict(values["optimizer"])
     spec = optim.get(options.pop("name"))
     preset = options.pop("preset", "torch")
     hparams = spec.hparams(preset)  # an unknown preset is refused here
     schema = _schema_of("optimizer", spec.name, {"preset": preset, **hparams})
     typed.optimizer = _typed(schema, values["optimizer"], "optimizer.")
+    chosen = {k: v for k, v in OmegaConf.to_container(typed.optimizer).items() if k not in ("name", "preset")}
+    _check_group_ranges("optimizer", spec.hparams(preset, **chosen))
+    _check_optimizer_builds(spec.name, {"preset": preset, **chosen})
 
     if typed.fold is not None and typed.fold >= typed.cv.folds:
         raise ConfigError(f"fold={typed.fold} is out of range: use 0..{typed.cv.folds - 1} (cv.folds) or none")
@@ -305,6 +451,15 @@ def check(cfg: DictConfig) -> DictConfig:
 
         tuned_rate(cfg)  # a missing winner is named here, before any run starts
     return typed
+
+
+def _check_name(name: str) -> None:
+    """`experiment_name` names one folder inside `results_dir`: one path component, not `.` or `..`."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ConfigError(
+            f"experiment_name={name!r} must name one folder inside results_dir (no '/', not '.' or '..'); "
+            "to write elsewhere, set results_dir"
+        )
 
 
 def _expected(message: str) -> str:
@@ -326,6 +481,7 @@ def _first_line(error: Exception) -> str:
 
 def _typed(schema: type, values: Mapping[str, Any], prefix: str) -> DictConfig:
     """`values` merged into `schema` (types converted, unknown keys refused), then each field's range checked."""
+    _check_sections(schema, values, prefix)
     try:
         typed = OmegaConf.merge(OmegaConf.structured(schema), values)
     except ConfigKeyError as e:
@@ -338,11 +494,33 @@ def _typed(schema: type, values: Mapping[str, Any], prefix: str) -> DictConfig:
     return typed
 
 
+def _check_sections(schema: type, values: Mapping[str, Any], prefix: str) -> None:
+    """A field that holds a group of values (a nested schema) is given a mapping, or null where it may be null."""
+    for spec in dataclasses.fields(schema):
+        nested = _nested_schema(schema, spec.name)
+        if nested is None or spec.name not in values:
+            continue
+        value, key = values[spec.name], f"{prefix}{spec.name}"
+        if isinstance(value, Mapping):
+            _check_sections(nested, value, f"{key}.")
+            continue
+        if value is None and type(None) in typing.get_args(typing.get_type_hints(schema)[spec.name]):
+            continue
+        names = [f.name for f in dataclasses.fields(nested)]
+        if len(names) <= 3:
+            hint = "write it as {" + ", ".join(f"{name}: VALUE" for name in names) + "}"
+        else:
+            hint = f"set its keys one by one, e.g. {key}.{names[0]}=VALUE (keys: {', '.join(names)})"
+        raise ConfigError(f"{key}={value!r} is not a group of values: {hint}")
+
+
 def _check_ranges(schema: type, typed: DictConfig, prefix: str) -> None:
     for spec in dataclasses.fields(schema):
         value = typed[spec.name]
-        if "min" in spec.metadata and isinstance(value, int | float) and value < spec.metadata["min"]:
-            raise ConfigError(f"{prefix}{spec.name}={value} must be at least {spec.metadata['min']}")
+        minimum = spec.metadata.get("min")
+        if minimum is not None and isinstance(value, int | float) and not (math.isfinite(value) and value >= minimum):
+            finite = "a finite number of " if isinstance(value, float) else ""
+            raise ConfigError(f"{prefix}{spec.name}={value} must be {finite}at least {minimum}")
         nested = _nested_schema(schema, spec.name)
         if nested is not None and isinstance(value, DictConfig):
             _check_ranges(nested, value, f"{prefix}{spec.name}.")

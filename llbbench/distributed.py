@@ -164,9 +164,10 @@ def resolve_sync_bn(option: bool | None, device: torch.device, size: int) -> boo
     return device.type == "cuda" if option is None else bool(option)
 
 
-def check_sync_bn(sync_bn: bool, device: torch.device) -> None:
-    """PyTorch's SyncBatchNorm runs on GPUs only: refused on the CPU, with what to do instead."""
-    if sync_bn and device.type != "cuda":
+def check_sync_bn(option: bool | None, device: torch.device) -> None:
+    """`train.sync_bn=true` asks for PyTorch's SyncBatchNorm, which runs on GPUs only: refused on the CPU (also in
+    one process, where it would have nothing to synchronise), with what to do instead."""
+    if option is True and device.type != "cuda":
         raise ValueError(
             "train.sync_bn=true on the CPU: PyTorch's SyncBatchNorm runs on GPUs only; leave train.sync_bn null "
             "(on CUDA only) or false (each process normalizes by its own part of the batch)"

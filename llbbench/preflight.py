@@ -8,6 +8,7 @@ those runs then fail, and the sweep exits non-zero at its end.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from collections import defaultdict
@@ -18,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from . import config
+from .config import error_line
 from .sweeps import sweep_points
 
 PREFIX = "llbbench run: error:"
@@ -26,11 +28,12 @@ PREFIX = "llbbench run: error:"
 def problem(cfg: DictConfig) -> str | None:
     """Why the run `cfg` cannot start (one line), or None when it can."""
     from . import data
+    from .distributed import check_sync_bn
     from .train import resolve_device
 
     try:
         typed = config.check(cfg)
-        resolve_device(typed.device)
+        check_sync_bn(typed.train.sync_bn, resolve_device(typed.device))
         data.check_fingerprint(OmegaConf.to_container(typed.dataset, enum_to_str=True))
         check_writable(Path(typed.results_dir), "results_dir")
     except (ValueError, OSError) as e:
@@ -48,6 +51,21 @@ def check_writable(folder: Path, option: str) -> None:
             pass
     except OSError as e:
         raise ValueError(f"{option}={folder} is not a folder this user can write in ({e.strerror or e})") from None
+
+
+def launcher_problem(launcher: DictConfig) -> str | None:
+    """Why the sweep's launcher cannot start (one line), or None: joblib's `n_jobs`, and Slurm where there is none."""
+    target = str(launcher.get("_target_", ""))
+    if "JoblibLauncher" in target and launcher.get("n_jobs") == 0:
+        return ("hydra.launcher.n_jobs=0 runs nothing: give the number of runs at once (e.g. 2), or -1 for one per "
+                "core")  # fmt: skip
+    if "SlurmLauncher" in target:
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            return (f"hydra/launcher=slurm needs Slurm, but {' and '.join(missing)} {verb} not on PATH here: run the "
+                    "sweep on a Slurm login node, or choose hydra/launcher=joblib (this machine's cores)")  # fmt: skip
+    return None
 
 
 def _stop(messages: list[str]) -> None:
@@ -69,17 +87,26 @@ class Preflight(Callback):
         from hydra import compose
         from hydra.errors import HydraException
 
+        launcher = launcher_problem(config.hydra.launcher)
+        if launcher is not None:
+            _stop([launcher])
         points = sweep_points(config)
         if not points:
             return
         problems: dict[str, list[str]] = defaultdict(list)
+        uncomposable: dict[str, list[str]] = defaultdict(list)  # Hydra's launcher would stop the whole sweep on these
         for point in points:
+            shown = " ".join(point) or "(no overrides)"
             try:
                 found = problem(compose(kwargs.get("config_name") or "config", overrides=point))
             except (HydraException, ValueError) as e:
-                found = str(e).splitlines()[0]
+                uncomposable[error_line(e, point)].append(shown)
+                continue
             if found is not None:
-                problems[found].append(" ".join(point) or "(no overrides)")
+                problems[found].append(shown)
+        if uncomposable:  # nothing runs: a sweep value names no config (e.g. optimizer=sgd,nosuch)
+            _stop([f"{message} (in {_count(runs, len(points))}; nothing of the sweep was run)"
+                   for message, runs in uncomposable.items()])  # fmt: skip
         bad = sum(len(runs) for runs in problems.values())
         if bad == len(points):  # nothing could run: say why once per distinct reason
             _stop([f"{message} (in {_count(runs, len(points))})" for message, runs in problems.items()])

@@ -77,4 +77,6 @@ def test_the_schedule_is_part_of_the_identity_and_checked(make_config):
     assert "train.schedule='linear' is not one of constant | inverse_time | exponential | cosine" in problem(
         make_config("train.schedule=linear")
     )
-    assert "train.schedule_k=-1.0 must be at least 0.0" in problem(make_config("train.schedule_k=-1"))
+    assert "train.schedule_k=-1.0 must be a finite number of at least 0.0" in problem(
+        make_config("train.schedule_k=-1")
+    )

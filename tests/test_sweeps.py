@@ -50,7 +50,7 @@ def test_the_sweep_numbers_its_runs_and_failing_runs_do_not_stop_it(tmp_path):
     for i in range(1, 5):
         assert f"run {i} of 4: smallcnn-llb-f0-" in out.stdout
     assert "sweep done: 4 of 4 runs: 1 completed, 0 skipped, 0 diverged, 0 stopped, 3 failed" in out.stdout
-    assert "model.width=-1.0 must be positive" in out.stderr
+    assert "model.width=-1.0 is out of range: it must be a finite number above 0" in out.stderr
     recorded = {json.loads(p.read_text())["status"]: p for p in (tmp_path / "results").glob("runs/*/summary.json")}
     assert sorted(recorded) == ["completed", "failed"]
     message = json.loads(recorded["failed"].read_text())["error"]["message"]
