@@ -10,13 +10,18 @@ its final status.
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import hashlib
 import importlib.metadata
+import io
 import json
+import math
 import os
+import pickle
 import platform
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -29,9 +34,14 @@ import torchvision
 
 from . import precision
 from .distributed import resolve_sync_bn
+from .optim._checks import tensors_in
 
 STATUSES = ("completed", "diverged", "stopped", "failed")
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = {"identity", "model", "optimizer", "scheduler", "rng", "progress"}
+# a run whose final training loss is finite but above BLOW_UP · ln C (C classes: chance level is ln C) has blown
+# up: it is recorded, and reported, as diverged (docs/verdicts.md)
+BLOW_UP = 2.0
 RUN_FILES = ("config.yaml", "env.json", "steps.csv", "epochs.csv", "layer_lrs.csv", "summary.json", CHECKPOINT)
 # config keys that cannot change a run's result: left out of its identity
 NOT_IDENTITY = (
@@ -95,6 +105,19 @@ def run_id(config: Mapping[str, Any]) -> str:
     return f"{config['model']['name']}-{config['optimizer']['name']}-{fold_tag}-{digest}"
 
 
+def blow_up_bar(classes: int | None) -> float | None:
+    """The training loss above which a run has blown up: BLOW_UP · ln C for C classes (None when C is unknown)."""
+    return BLOW_UP * math.log(classes) if classes and classes > 1 else None
+
+
+def blew_up(train_loss: float | None, classes: int | None) -> str | None:
+    """Why a run whose final training loss is finite but `train_loss` blew up ("blew up: ..."), else None."""
+    bar = blow_up_bar(classes)
+    if bar is None or train_loss is None or not math.isfinite(train_loss) or train_loss <= bar:
+        return None
+    return f"blew up: the final training loss {train_loss:.4g} is above {BLOW_UP:g}·ln {classes} = {bar:.4g}"
+
+
 def final_status(path: str | Path) -> str | None:
     """The final status recorded in a run directory, or None when the run has not ended."""
     summary = Path(path) / "summary.json"
@@ -103,6 +126,26 @@ def final_status(path: str | Path) -> str | None:
     except (OSError, ValueError):
         return None
     return status if status in STATUSES else None
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: damaged, unsafe to load, or another config's."""
+
+    def __init__(self, path: Path, problem: str, aside: str = "corrupt") -> None:
+        super().__init__(f"{path} {problem}")
+        self.path, self.aside = path, aside  # `aside`: the suffix it is moved aside under
+
+
+def _refusal(error: Exception) -> str:
+    """What torch says is wrong with a pickle it would not load (its message, without its advice)."""
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(error))
+    return found.group(1).strip() if found else first_line(error)
+
+
+def first_line(error: BaseException) -> str:
+    """An error's message, its first line only (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class RunLock:
@@ -152,6 +195,22 @@ class RunLock:
         self.release()
 
 
+def state_bytes(state: Any) -> int:
+    """The bytes of the tensors in `state` (nested dicts and lists): about the size of its checkpoint."""
+    return sum(t.numel() * t.element_size() for t in tensors_in(state))
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` (nested dicts and lists) with every NaN or infinite float replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -169,14 +228,23 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
 
     def write_text(self, name: str, text: str) -> None:
-        if not self.write:
-            return
+        """Write file `name` atomically: to a temporary file, then `os.replace` (never a half-written file)."""
+        if self.write:
+            self._replace(name, lambda tmp: tmp.write_text(text))
+
+    def _replace(self, name: str, write: Any) -> None:
+        """`write(tmp)`, then the temporary file takes `name`'s place; a failure (a full disk) removes it."""
         tmp = self.path / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, self.path / name)
+        try:
+            write(tmp)
+            os.replace(tmp, self.path / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
-        self.write_text(name, json.dumps(data, indent=2, default=str) + "\n")
+        """`data` as JSON, a non-finite number (a diverged run's loss) written as null: JSON has no NaN."""
+        self.write_text(name, json.dumps(finite_or_null(data), indent=2, default=str, allow_nan=False) + "\n")
 
     def clear(self) -> None:
         """Remove what an earlier attempt at this run wrote (not the lock, not Hydra's own files)."""
@@ -189,15 +257,44 @@ class RunDir:
         """Save `state` atomically: to a temporary file, then `os.replace` over the previous checkpoint."""
         if not self.write:
             return
-        tmp = self.path / f".{CHECKPOINT}.tmp"
-        torch.save(dict(state), tmp)
-        os.replace(tmp, self.path / CHECKPOINT)
+        try:
+            self._replace(CHECKPOINT, lambda tmp: torch.save(dict(state), tmp))
+        except RuntimeError as e:  # torch's writer reports a full disk as a RuntimeError, without an errno
+            if shutil.disk_usage(self.path).free < state_bytes(state):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path / CHECKPOINT)) from e
+            raise
 
     def read_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint, or None without one. It is read as tensors and plain values only (`weights_only`):
+        a file that needs anything else to load, a damaged file or one that is not a checkpoint raises
+        `CheckpointError` and nothing in it is run."""
         path = self.path / CHECKPOINT
         if not path.exists():
             return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+            if found is None:  # not a pickle torch can read at all: damaged
+                raise CheckpointError(path, f"is damaged ({_refusal(e)})") from None
+            unsafe = (
+                f"holds Python objects other than tensors and plain values ({found.group(1)}), which are not loaded"
+            )
+            raise CheckpointError(path, f"{unsafe}: nothing of it was run") from None
+        except Exception as e:  # empty, cut short, not a torch file: torch raises many types
+            raise CheckpointError(path, f"is damaged ({type(e).__name__}: {first_line(e)})") from None
+        if not isinstance(state, dict) or not set(state) >= CHECKPOINT_KEYS:
+            raise CheckpointError(path, "is not an llbbench checkpoint (it lacks the weights, optimizer or position)")
+        return state
+
+    def move_aside(self, name: str, suffix: str) -> Path:
+        """Rename file `name` to `name.suffix` (or `name.suffix.N`, never over an earlier one); the new path."""
+        target = self.path / f"{name}.{suffix}"
+        number = 1
+        while target.exists():
+            target, number = self.path / f"{name}.{suffix}.{number}", number + 1
+        os.replace(self.path / name, target)
+        return target
 
     def remove_checkpoint(self) -> None:
         if self.write:
@@ -211,22 +308,33 @@ class RunDir:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
             fields, rows = reader.fieldnames, [r for r in reader if int(r[column]) <= last]
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        self.write_text(name, _csv_text(fields, rows, header=True))
 
     def append_row(self, name: str, row: Mapping[str, Any]) -> None:
-        """Append `row` to CSV table `name`, writing the header first when the file is new."""
+        """Append `row` to CSV table `name`, writing the header first when the file is new. A failed write (a full
+        disk) leaves the file as it was, never a row cut in the middle."""
         if not self.write:
             return
         path = self.path / name
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        size = path.stat().st_size if path.exists() else None
+        try:
+            with path.open("a", newline="") as f:
+                f.write(_csv_text(list(row), [row], header=size is None))
+        except BaseException:
+            if size is None:
+                path.unlink(missing_ok=True)
+            else:
+                os.truncate(path, size)
+            raise
+
+
+def _csv_text(fields: list[str], rows: list[Mapping[str, Any]], header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def environment(device: torch.device) -> dict[str, Any]:

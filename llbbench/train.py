@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import math
 import random
+import shutil
 import time
 import traceback
 from contextlib import nullcontext
@@ -23,7 +25,18 @@ from tqdm.auto import tqdm
 from . import config, distributed, gpus, models, optim, precision
 from . import data as datasets
 from .distributed import SINGLE, World
-from .runs import CHECKPOINT, RunDir, RunLock, environment, final_status, identity
+from .runs import (
+    CHECKPOINT,
+    CheckpointError,
+    RunDir,
+    RunLock,
+    blew_up,
+    environment,
+    final_status,
+    first_line,
+    identity,
+    state_bytes,
+)
 from .schedules import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -105,8 +118,8 @@ def prepare(cfg: DictConfig, world: World = SINGLE) -> Setup:
     channels_last = precision.resolve_channels_last(typed.train.channels_last, device)
     precision.check_layout(channels_last, device)
     precision.configure(numeric, device)
+    distributed.check_sync_bn(typed.train.sync_bn, device)
     sync_bn = distributed.resolve_sync_bn(typed.train.sync_bn, device, world.size)
-    distributed.check_sync_bn(sync_bn, device)
     if sync_bn:  # the same parameters in SyncBatchNorm modules: layer groups and κ see them as BatchNorm
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -190,16 +203,54 @@ def run(cfg: DictConfig, run_dir: str | Path, world: World = SINGLE) -> dict[str
     before anything is trained. An error while training is recorded as status `failed` (with the error) and
     returned, so that a sweep can go on. In a run of several processes it is raised instead, as `RuntimeError`:
     the other processes cannot go on without this one (and see only a broken connection), so the job stops, the
-    last checkpoint stays, and the next start resumes from it. Only rank 0 writes to `run_dir`.
+    last checkpoint stays, and the next start resumes from it. Only rank 0 writes to `run_dir`. A full disk
+    raises `NoSpace` (nothing half-written is left, the last checkpoint stays), Ctrl-C `Interrupted`.
     """
     setup = prepare(cfg, world)
-    record = RunDir(run_dir, write=world.main)
+    try:
+        record = RunDir(run_dir, write=world.main)
+        progress, run_identity = _start(setup, cfg, record)
+        summary = _summary(setup, cfg, progress, *_train_or_fail(setup, cfg, record, progress, run_identity))
+        record.write_json("summary.json", summary)
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        raise NoSpace(
+            no_space_message(Path(run_dir), state_bytes([setup.model.state_dict(), setup.optimizer.state_dict()]))
+        ) from None
+    if not cfg.get("keep_checkpoint", False):
+        record.remove_checkpoint()
+    return summary
+
+
+class NoSpace(RuntimeError):
+    """The run's folder is on a full device (or over its quota): the run stops where its last checkpoint is."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the run stopped and what its checkpoint holds."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space_message(folder: Path, needed: int) -> str:
+    free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    return (f"no space left for {folder} ({free / 2**20:.1f} MB free; a checkpoint of this run needs "
+            f"{needed / 2**20:.1f} MB, written beside the previous one): free some space and run the same command "
+            "to resume from the last checkpoint, which is intact")  # fmt: skip
+
+
+def _start(setup: Setup, cfg: DictConfig, record: RunDir) -> tuple[Progress, dict[str, Any]]:
+    """Where the run starts: resumed from its checkpoint, or from scratch (its directory cleared, its config and
+    environment written); its progress and identity."""
+    world = setup.world
     run_identity = identity(OmegaConf.to_container(cfg, resolve=True))
     progress = Progress()
-    checkpoint = world.from_main(record.read_checkpoint() if world.main else None)  # rank 0's, on every rank
+    checkpoint = world.from_main(resume_point(record, run_identity, cfg.get("rerun", False)) if world.main else None)
+    if isinstance(checkpoint, str):  # rank 0 refused it
+        raise ValueError(checkpoint)
     if checkpoint is not None:
-        if checkpoint["identity"] != run_identity:
-            raise ValueError(f"{record.path / CHECKPOINT} belongs to another config; move it away or set rerun=true")
         restore(setup, checkpoint, progress)
         record.truncate_rows("steps.csv", "step", progress.steps)
         record.truncate_rows("layer_lrs.csv", "step", progress.steps)
@@ -211,17 +262,51 @@ def run(cfg: DictConfig, run_dir: str | Path, world: World = SINGLE) -> dict[str
         cfg.train.sync_bn = setup.sync_bn
         record.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         record.write_json("env.json", environment(setup.device))
+    return progress, run_identity
+
+
+def _train_or_fail(
+    setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run_identity: dict[str, Any]
+) -> tuple[str, dict[str, str] | None, str | None]:
+    """Train; the final status, the error when it failed (one line on the console, its traceback in the run's
+    log and summary), and why when it diverged: a non-finite loss, or a final training loss that is finite but far
+    above chance (it blew up)."""
+    world = setup.world
     try:
         status = train(setup, cfg, record, progress, run_identity)
-        error = None
     except Exception as e:
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            raise
         if world.distributed:
             raise RuntimeError(
                 f"rank {world.rank} of {world.size}: {type(e).__name__}: {e}; the run's processes stop, and the next "
                 "start resumes from its last checkpoint"
             ) from e
-        log.exception("run failed")
-        status, error = "failed", {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
+        trace = traceback.format_exc()
+        log.error("run failed: %s: %s", type(e).__name__, first_line(e))
+        log_to_files(f"the failure's traceback:\n{trace}")
+        return "failed", {"type": type(e).__name__, "message": str(e), "traceback": trace}, None
+    if status == "diverged":
+        return status, None, "the loss became non-finite"
+    why = blew_up(progress.last_epoch["train_loss"], setup.data.num_classes) if progress.last_epoch else None
+    if why is not None:  # completed or stopped, with a finite loss far above chance
+        log.warning("%s: the run is recorded as diverged", why)
+        return "diverged", None, why
+    return status, None, None
+
+
+def log_to_files(message: str) -> None:
+    """`message` to the log files only (the run's log under Hydra), not to the console: a traceback that the
+    console has summed up in one line."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _summary(
+    setup: Setup, cfg: DictConfig, progress: Progress, status: str, error: dict[str, str] | None, why: str | None
+) -> dict[str, Any]:
     summary = {
         "status": status,
         "scale": cfg.get("scale"),
@@ -238,10 +323,25 @@ def run(cfg: DictConfig, run_dir: str | Path, world: World = SINGLE) -> dict[str
         summary["error"] = error
     if status == "diverged":
         summary["diverged_at_step"] = progress.steps
-    record.write_json("summary.json", summary)
-    if not cfg.get("keep_checkpoint", False):
-        record.remove_checkpoint()
+        summary["diverged_why"] = why
     return summary
+
+
+def resume_point(record: RunDir, run_identity: dict[str, Any], rerun: bool) -> dict[str, Any] | str | None:
+    """The run's checkpoint to resume from; None to start from scratch; or why it cannot start (a damaged, unsafe
+    or foreign checkpoint without `rerun=true`). With `rerun=true` such a checkpoint is moved aside, never
+    deleted, and the run starts from scratch."""
+    try:
+        checkpoint = record.read_checkpoint()
+        if checkpoint is not None and checkpoint["identity"] != run_identity:
+            raise CheckpointError(record.path / CHECKPOINT, "belongs to another config", aside="foreign")
+    except CheckpointError as e:
+        if not rerun:
+            return f"{e}; rerun=true moves it aside (to {CHECKPOINT}.{e.aside}) and trains the run from scratch"
+        log.warning("%s: moved aside to %s; the run starts from scratch (rerun=true)", e,
+                    record.move_aside(CHECKPOINT, e.aside).name)  # fmt: skip
+        return None
+    return checkpoint
 
 
 @dataclass
@@ -277,10 +377,12 @@ def checkpoint_state(
 
 
 def rng_state() -> dict[str, Any]:
-    """This process's random states: Python's, NumPy's, torch's, CUDA's."""
+    """This process's random states: Python's, NumPy's, torch's, CUDA's, as tensors and plain values only (what
+    `torch.load(weights_only=True)` reads back: NumPy's key array travels as an int64 tensor)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -293,7 +395,8 @@ def restore(setup: Setup, checkpoint: dict[str, Any], progress: Progress) -> Non
     states = checkpoint["rng"]  # one per rank (a checkpoint of a one-process run before them: one dict)
     rng = states if isinstance(states, dict) else states[setup.world.rank]
     random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
+    kind, keys, *rest = rng["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
@@ -353,6 +456,7 @@ class Checkpointer:
         self.setup, self.record, self.run_identity = setup, record, run_identity
         self.every = 60.0 * minutes or math.inf
         self.started = self.saved = time.perf_counter()
+        self.saved_step: int | None = None  # the step of the checkpoint on disk
 
     def seconds(self, progress: Progress) -> float:
         """Training seconds so far, earlier processes of the run included."""
@@ -368,7 +472,7 @@ class Checkpointer:
         if self.record.write:
             state = checkpoint_state(self.setup, self.run_identity, progress, self.seconds(progress), rng)
             self.record.write_checkpoint(state)
-        self.saved = time.perf_counter()
+        self.saved, self.saved_step = time.perf_counter(), progress.steps
 
 
 def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run_identity: dict[str, Any]) -> str:
@@ -385,12 +489,18 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run
     quiet = None if setup.world.main else True  # one bar per run: rank 0's
     bar = tqdm(total=t.epochs * per_epoch, initial=progress.steps, unit="step", disable=quiet, desc="train")
     checkpointer = Checkpointer(setup, record, run_identity, cfg.get("checkpoint_minutes", 0))
+    checkpointer.saved_step = progress.steps if progress.resumed_at else None
     loop = _Loop(setup, cfg, record, progress, checkpointer, plateau, bar, per_epoch)
     try:
         for epoch in range(progress.epoch, t.epochs + 1):
             status = loop.train_epoch(epoch) or loop.end_epoch(epoch)
             if status is not None:
                 return status
+    except KeyboardInterrupt:
+        kept = (f"its checkpoint of step {checkpointer.saved_step} is kept" if checkpointer.saved_step is not None
+                else "no checkpoint was written yet")  # fmt: skip
+        raise Interrupted(f"interrupted at step {progress.steps} (epoch {progress.epoch}); {kept} in {record.path}: "
+                          "run the same command to go on from there") from None  # fmt: skip
     finally:
         bar.close()
         progress.seconds = checkpointer.seconds(progress)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -23,8 +24,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from . import config
-from .report.runs import TUNING_FILE, optimizer_variant
-from .runs import final_status
+from .report.runs import TUNING_FILE, optimizer_variant, read_tuning
+from .runs import blew_up, final_status
 from .sweeps import sweep_points
 
 
@@ -75,13 +76,17 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     return [o for o in overrides if o not in hydra], hydra
 
 
-def candidates(overrides: list[str]) -> tuple[list[Tuned], DictConfig]:
-    """Every (network, optimizer) of the experiment's sweep at the tuning fold, with its grid; and the config."""
+def candidates(
+    overrides: list[str], hydra_overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[list[Tuned], DictConfig]:
+    """Every (network, optimizer) of the experiment's sweep at the tuning fold, with its grid; and the config.
+    `hydra_overrides` take part as in `llbbench run -m` (e.g. `hydra.sweeper.params.optimizer=sgd`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     swept = [o.input_line for o in parsed if o.is_sweep_override()]  # e.g. optimizer=sgd,adam
-    sweep = config.compose([o.input_line for o in parsed if not o.is_sweep_override()], hydra=True)
+    sweep = config.compose([o.input_line for o in parsed if not o.is_sweep_override()] + list(hydra_overrides),
+                           hydra=True)  # fmt: skip
     if not OmegaConf.select(sweep, "hydra.sweeper.params"):
         raise ValueError("llbbench tune needs an experiment with a sweep: add experiment=NAME (e.g. table2_cifar10)")
     fold = sweep.tune.fold
@@ -122,9 +127,10 @@ def outcome(path: Path) -> float | str | None:
     if status == "failed":
         error = (summary.get("error") or {}).get("message", "?")
         raise ValueError(f"tuning run {path} failed ({error}); fix the cause and run llbbench tune again")
-    if status == "diverged":
+    final = summary.get("final") or {}
+    if status == "diverged" or blew_up(final.get("train_loss"), summary.get("num_classes")):  # recorded before the rule
         return None
-    loss = (summary.get("final") or {}).get("val_loss")
+    loss = final.get("val_loss")
     return None if loss is None or not math.isfinite(loss) else float(loss)
 
 
@@ -145,7 +151,9 @@ def launch(entry: Tuned, rates: list[float], hydra_overrides: list[str]) -> None
 def tune(overrides: list[str]) -> Path:
     """Tune every (network, optimizer) of the experiment that `overrides` names; write and return tuning.json."""
     task, hydra_overrides = split_overrides(overrides)
-    entries, sweep = candidates(task)
+    entries, sweep = candidates(task, hydra_overrides)
+    path = Path(sweep.results_dir) / sweep.experiment_name / TUNING_FILE
+    earlier = read_tuning(path) if path.exists() else []  # checked before anything is trained
     limit = sweep.tune.max_extend
     dirs: dict[tuple[str, ...], Path] = {}  # composing a run's config is the slow part: once per run
 
@@ -183,10 +191,19 @@ def tune(overrides: list[str]) -> Path:
                 entry.winner, entry.edge = entry.grid[i], on_edge
         if not grown:
             break
-    path = Path(sweep.results_dir) / sweep.experiment_name / TUNING_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([e.record() for e in entries], indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(merged(earlier, [e.record() for e in entries]), indent=2) + "\n")
+    os.replace(tmp, path)
     return path
+
+
+def merged(earlier: list[dict[str, Any]], tuned: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """tuning.json's entries after a tune: each earlier entry, replaced in place by its re-tuned one (same network
+    and optimizer), then the entries tuned for the first time."""
+    fresh = {(e["network"], e["optimizer"]): e for e in tuned}
+    kept = [fresh.pop((e["network"], e["optimizer"]), e) for e in earlier]
+    return kept + list(fresh.values())
 
 
 def tuned_rate(cfg: DictConfig) -> float:
@@ -200,12 +217,11 @@ def tuned_rate(cfg: DictConfig) -> float:
 def winner(results_dir: str | Path, experiment: str, network: str, optimizer: str) -> float:
     """The tuned rate of (network, optimizer) from the experiment's tuning.json; `ValueError` naming what is missing."""
     path = Path(results_dir) / experiment / TUNING_FILE
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.exists():
         raise ValueError(
             f"tuned=true needs {path}: run `llbbench tune experiment={experiment}` (with the same overrides) first"
-        ) from None
+        )
+    entries = read_tuning(path)
     for entry in entries:
         if entry["network"] == network and entry["optimizer"] == optimizer and entry.get("winner") is not None:
             return float(entry["winner"])

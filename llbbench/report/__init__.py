@@ -69,6 +69,17 @@ def describe(runs: pd.DataFrame, unreadable: dict[str, str] | None = None) -> li
             + ")"
         )
     lines += _data_lines(runs)
+    if "blew_up" in runs and runs["blew_up"].any():
+        from ..runs import BLOW_UP
+
+        blown = runs[runs["blew_up"]]
+        earlier = int((blown["recorded_status"] != "diverged").sum())
+        which = ", ".join(f"{m} × {o} ({n})" for (m, o), n in blown.groupby(["model", "optimizer"]).size().items())
+        lines.append(
+            f"- blew up: {len(blown)} runs ended with a finite final training loss above {BLOW_UP:g}·ln C (C classes), "
+            f"counted as diverged ({which})"
+            + (f"; {earlier} of them were recorded as completed or stopped, before that rule" if earlier else "")
+        )
     if unreadable:
         lines.append(f"- **{len(unreadable)} run directories could not be read** and are left out:")
         lines += [f"  - `{path}`: {why}" for path, why in sorted(unreadable.items())]
@@ -100,6 +111,23 @@ def _data_lines(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _setting_lines(groups: dict[str, pd.DataFrame]) -> list[str]:
+    """A line for each group whose runs differ in more than what it varies (e.g. two epoch budgets in Table 2)."""
+    from .runs import by_setting, one_shot, tuned
+
+    lines = []
+    for name, group in groups.items():
+        for protocol, runs in (("one-shot", one_shot(group)), ("tuned", tuned(group))):
+            parts = by_setting(runs, name)
+            if len(parts) > 1:
+                shown = "; ".join(f"{setting} ({len(part)} runs)" for setting, part in parts)
+                lines.append(
+                    f"- **{name} ({protocol}) mixes settings**: {shown}. Runs of different settings never share a "
+                    "cell: each setting has its own table; the claims and figures read the first (the most runs)"
+                )
+    return lines
+
+
 def build_report(roots: Iterable[str | Path], out: str | Path | None = None, formats: Iterable[str] = FORMATS) -> Path:
     """Write the tables, figures, `claims.md` and an index `report.md` for the runs under `roots` into `out`."""
     roots = [Path(r) for r in roots]
@@ -108,7 +136,7 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     if unknown:
         raise ValueError(f"unknown format {', '.join(unknown)}; valid formats: {', '.join(FORMATS)}")
     from . import claims, figures, tables
-    from .runs import epoch_curves, load_runs, load_saddle, load_tunings, one_shot
+    from .runs import epoch_curves, load_runs, load_saddle, load_tunings, main_setting, one_shot
 
     out = Path(out) if out is not None else roots[0] / "report"
     if out.exists() and not out.is_dir():
@@ -120,7 +148,9 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
         raise FileNotFoundError(f"no readable run directories (with summary.json) under {', '.join(map(str, roots))}")
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
-    paper = {name: one_shot(group) for name, group in groups.items()}  # the paper's protocol: configured rates
+    # the paper's protocol (configured rates), one setting per group: a group whose runs differ in more than
+    # what it varies gets one table per setting, and its claims and figures read the setting with the most runs
+    paper = {name: main_setting(one_shot(group), name) for name, group in groups.items()}
     scale_note = f"scale: {', '.join(sorted(set(runs['scale'].astype(str))))}"
 
     written_tables = tables.all_tables(groups, load_tunings(runs))
@@ -138,7 +168,7 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     if len(paper["ablation"]):
         drawn["Ablation"] = figures.ablation_rates(paper["ablation"], out, scale_note)
     claim_list = claims.all_claims(paper, measured)
-    header = "\n".join(describe(runs, unreadable))
+    header = "\n".join([*describe(runs, unreadable), *_setting_lines(groups)])
     (out / "claims.md").write_text(
         "# Claims of Zheng et al. (2019), checked\n\n" + header + "\n\n" + "\n".join(c.markdown() for c in claim_list)
     )

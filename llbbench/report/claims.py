@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .runs import FINISHED, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, optimizer_label, ordered
+from .runs import CLASSES, FINISHED, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, optimizer_label, ordered
 from .stats import CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_MEASURED, Interval, combine, slope_interval, t_interval
 
 LEARNED = 0.9  # a network learned when its best optimizer's final training loss is below LEARNED · ln C
 HARDLY = 0.10  # "hardly depends": a spread (max − min) / mean of at most 10%
 SPEEDUP = 3.0  # "about 4× faster": the interval of the speed-up ratio lies above 3
 SMOOTH = 5  # claim 1: the training loss of steps.csv as a trailing mean over this many logged rows
-CLASSES = {"cifar10": 10, "imagenet": 1000}  # for runs that do not record their number of classes
 PAPER_NETWORKS = NETWORKS[:6]
 SAME_SETTING = ["model", "optimizer", "batch_size", "init", "lr"]  # what a claim's cell of runs shares but folds
 

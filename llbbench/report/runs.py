@@ -6,6 +6,8 @@ training code is imported.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections.abc import Iterable
@@ -14,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 import yaml
+
+from ..runs import blew_up, identity
 
 # the paper's order, for rows and columns
 NETWORKS = ("resnet34", "resnet50", "alexnet", "vgg16", "googlenet", "resnet152", "smallcnn")
@@ -37,6 +41,7 @@ SADDLE_FILE = "saddle.json"  # Fig. 8 on a network, written by `llbbench saddle`
 ONE_SHOT, TUNED, BOTH, TUNING = "one-shot", "tuned", "both", "tuning"
 SKIP_FOLDERS = {".submitit", ".sweeps", ".hydra", "report"}
 FINISHED = ("completed", "stopped")  # statuses whose final metrics count (a stopped run met its stop rule)
+CLASSES = {"cifar10": 10, "imagenet": 1000}  # for runs that do not record their number of classes
 
 
 def optimizer_variant(optimizer: dict[str, Any], train: dict[str, Any]) -> str:
@@ -102,11 +107,47 @@ def load_tunings(runs: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
     for folder in sorted({str(Path(p).parent) for p in runs["path"]}):
         file = Path(folder) / TUNING_FILE
         if file.exists():
-            try:
-                found[folder] = json.loads(file.read_text())
-            except ValueError as e:
-                raise ValueError(f"{file} is unreadable ({e}); run llbbench tune again to rewrite it") from None
+            found[folder] = read_tuning(file)
     return found
+
+
+def read_tuning(file: Path) -> list[dict[str, Any]]:
+    """The entries of a tuning.json, each checked: `ValueError` naming the file and the first bad entry."""
+    fix = "fix it, or move it away and run llbbench tune again"
+    try:
+        entries = json.loads(file.read_text())
+    except ValueError as e:
+        raise ValueError(f"{file} is not valid JSON ({e}): {fix}") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"{file} holds a {type(entries).__name__}, not a list of entries: {fix}")
+    for i, entry in enumerate(entries):
+        problem = _tuning_problem(entry)
+        if problem is not None:
+            name = f" ({entry.get('network')} × {entry.get('optimizer')})" if isinstance(entry, dict) else ""
+            raise ValueError(f"{file}: entry {i}{name}: {problem}: {fix}")
+    return entries
+
+
+def _tuning_problem(entry: Any) -> str | None:
+    """What is wrong with one entry of tuning.json, or None."""
+
+    def rate(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+    if not isinstance(entry, dict):
+        return f"{entry!r} is not an entry (an object with network, optimizer, grid, val_loss, winner)"
+    missing = [key for key in ("network", "optimizer", "grid", "val_loss", "configured") if key not in entry]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    if not isinstance(entry["grid"], list) or not all(rate(r) for r in entry["grid"]):
+        return f"grid {entry['grid']!r} is not a list of positive rates"
+    if not isinstance(entry["val_loss"], list) or len(entry["val_loss"]) != len(entry["grid"]):
+        return f"val_loss {entry['val_loss']!r} does not give one loss (or null) per rate of the grid"
+    if not rate(entry["configured"]):
+        return f"configured rate {entry['configured']!r} is not a positive number"
+    if entry.get("winner") is not None and not rate(entry["winner"]):
+        return f"winner {entry['winner']!r} is not a positive number"
+    return None
 
 
 def load_saddle(roots: Iterable[str | Path]) -> dict[str, Any] | None:
@@ -139,10 +180,14 @@ def protocol(run: Any, entries: list[dict[str, Any]]) -> str:
 def _row(path: Path) -> dict[str, Any]:
     config = yaml.safe_load((path / "config.yaml").read_text())
     summary = json.loads((path / "summary.json").read_text())
-    _check_epochs(path, summary)
+    _check_tables(path, summary, config)
     final = summary.get("final") or {}
     optimizer, model, dataset, train = config["optimizer"], config["model"], config["dataset"], config["train"]
     fold = config.get("fold")
+    classes = summary.get("num_classes") or CLASSES.get(dataset["name"])
+    # the blow-up rule, also for runs recorded before it (their summary.json says completed or stopped)
+    blown = blew_up(final.get("train_loss"), classes) is not None
+    status = "diverged" if blown else summary["status"]
     return {
         "path": str(path),
         "experiment": config.get("experiment_name", "runs"),
@@ -169,7 +214,9 @@ def _row(path: Path) -> dict[str, Any]:
         "fold": None if fold is None or str(fold).lower() == "none" else int(fold),
         "folds": config.get("cv", {}).get("folds"),
         "seed": config.get("seed"),
-        "status": summary["status"],
+        "status": status,
+        "blew_up": blown,
+        "recorded_status": summary["status"],
         "classes": summary.get("num_classes"),
         "steps": summary.get("steps"),
         "epochs": summary.get("epochs"),
@@ -178,7 +225,73 @@ def _row(path: Path) -> dict[str, Any]:
         "test_loss": final.get("test_loss"),
         "test_acc": final.get("test_acc"),
         "val_loss": final.get("val_loss"),
+        "setting": _flat({k: v for k, v in identity(config).items() if k != "fold"}),
     }
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A nested dict as dotted keys and the JSON of each value: `{"train.epochs": "8", …}`."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
+    return flat
+
+
+# What the runs of one network may differ in within a table or figure beside the optimizer and the fold (what
+# the group varies), and what makes one of its cells; any other difference splits the group by setting.
+OPTIMIZER_KEYS = ("optimizer.", "train.schedule")  # an optimizer, its variants (sgd+cosine) and their values
+VARIED = {
+    "table2": OPTIMIZER_KEYS,
+    "table3": (*OPTIMIZER_KEYS, "train.batch_size", "train.epochs"),  # each batch size its own budget (small scale)
+    "table4": (*OPTIMIZER_KEYS, "init."),
+    "fig7": OPTIMIZER_KEYS,
+    "ablation": OPTIMIZER_KEYS,
+}
+CELLS = {
+    "table2": ["optimizer"],
+    "table3": ["optimizer", "batch_size"],
+    "table4": ["optimizer", "init"],
+    "fig7": ["optimizer", "lr"],
+    "ablation": ["optimizer", "direction", "conv_norm", "loss_ema"],
+}
+
+
+def by_setting(runs: pd.DataFrame, group: str) -> list[tuple[str, pd.DataFrame]]:
+    """The runs of table or figure `group`, split so that runs which differ in anything but what the group varies
+    never share a row, and runs which differ in anything but the fold never share a cell: a list of (what sets the
+    part apart, e.g. `train.epochs=1`, or "" when nothing does; its runs), the part with the most runs first (none
+    without runs)."""
+    if not len(runs):
+        return []
+    if "setting" not in runs:
+        return [("", runs)]
+    varied, cell = VARIED.get(group, OPTIMIZER_KEYS), CELLS.get(group, ["optimizer"])
+    differing: set[str] = set()
+    for _, network in runs.groupby("model"):
+        differing |= {k for k in _differing(network["setting"]) if not k.startswith(varied)}
+        for _, of_cell in network.groupby(cell, dropna=False):
+            differing |= _differing(of_cell["setting"])
+    if not differing:
+        return [("", runs)]
+    keys = sorted(differing)
+    labels = runs["setting"].map(lambda flat: ", ".join(f"{k}={flat.get(k, 'null')}" for k in keys))
+    parts = [(label, runs[labels == label]) for label in labels.unique()]
+    return sorted(parts, key=lambda part: (-len(part[1]), part[0]))
+
+
+def main_setting(runs: pd.DataFrame, group: str) -> pd.DataFrame:
+    """The runs of `group`'s part with the most runs (`by_setting`): what its claims and figures read."""
+    parts = by_setting(runs, group)
+    return parts[0][1] if parts else runs
+
+
+def _differing(settings: pd.Series) -> set[str]:
+    """The keys whose values are not the same in every one of `settings` (flat dicts)."""
+    keys = {k for flat in settings for k in flat}
+    return {k for k in keys if len({flat.get(k) for flat in settings}) > 1}
 
 
 def architecture(model: dict[str, Any]) -> str:
@@ -192,18 +305,34 @@ def architecture(model: dict[str, Any]) -> str:
     return ", ".join(shown)
 
 
-def _check_epochs(path: Path, summary: dict[str, Any]) -> None:
-    """epochs.csv must hold one complete row per epoch that summary.json counts (a cut file is not averaged)."""
-    file = path / "epochs.csv"
-    expected = summary.get("epochs") or 0
+def _check_tables(path: Path, summary: dict[str, Any], config: dict[str, Any]) -> None:
+    """The run's tables hold what summary.json counts, every row complete (a cut file is not averaged):
+    epochs.csv one row per epoch; steps.csv (and layer_lrs.csv) one row every `train.log_every` steps."""
+    if summary.get("status") == "failed":  # an error, not a result: its tables enter nothing
+        return
+    epochs, steps, every = summary.get("epochs") or 0, summary.get("steps") or 0, config["train"].get("log_every")
+    _check_rows(path / "epochs.csv", epochs, f"{epochs} epochs")
+    for name in ("steps.csv", "layer_lrs.csv") if every else ():  # (a config without log_every: not checked)
+        if name == "steps.csv" or (path / name).exists():
+            _check_rows(path / name, steps // every, f"{steps} steps, a row every {every}: {steps // every} rows")
+
+
+def _check_rows(file: Path, expected: int, counted: str) -> None:
+    """`file` (a CSV table with a header) holds `expected` rows, each with every column, the last one ended."""
     if not file.exists():
         if expected:
-            raise ValueError(f"{file} is missing, but summary.json counts {expected} epochs")
+            raise ValueError(f"{file} is missing, but summary.json counts {counted}")
         return
-    frame = pd.read_csv(file)
-    complete = frame.dropna(subset=["epoch", "step", "train_loss"]) if len(frame) else frame
-    if len(frame) != expected or len(complete) != len(frame):
-        raise ValueError(f"{file} holds {len(complete)} complete rows, but summary.json counts {expected} epochs")
+    text = file.read_text()
+    rows = list(csv.reader(io.StringIO(text)))
+    header, body = (rows[0], rows[1:]) if rows else ([], [])
+    complete = [row for row in body if len(row) == len(header)]
+    if text and not text.endswith("\n") and body:  # the last row was cut mid-way
+        complete = complete[:-1] if complete and complete[-1] == body[-1] else complete
+    if len(body) != expected or len(complete) != len(body):
+        raise ValueError(
+            f"{file} holds {len(complete)} complete rows, but summary.json counts {counted}: the file is cut or damaged"
+        )
 
 
 def epoch_curves(runs: pd.DataFrame) -> pd.DataFrame:

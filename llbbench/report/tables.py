@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .runs import FINISHED, INITS, NETWORKS, OPTIMIZERS, one_shot, optimizer_label, ordered, tuned
+from ..runs import BLOW_UP
+from .runs import (
+    FINISHED,
+    INITS,
+    NETWORKS,
+    OPTIMIZERS,
+    by_setting,
+    main_setting,
+    one_shot,
+    optimizer_label,
+    ordered,
+    tuned,
+)
 from .stats import t_interval
 
 METRICS = {"train_loss": "train loss", "test_loss": "test loss", "test_acc": "test acc."}
@@ -193,7 +206,8 @@ def grid_table(
         "includes zero; two folds or more)."
     ]
     if diverged:
-        notes.append(f"{DIVERGED} a run of this cell diverged (non-finite loss): " + "; ".join(diverged) + ".")
+        notes.append(f"{DIVERGED} a run of this cell diverged (a non-finite loss, or a final training loss above "
+                     f"{BLOW_UP:g}·ln C): " + "; ".join(diverged) + ".")  # fmt: skip
     if missing:
         notes.append(f"{MISSING} no finished run: " + "; ".join(missing) + ".")
     notes += _network_notes(runs, column)
@@ -423,23 +437,41 @@ def all_tables(groups: dict[str, pd.DataFrame], tunings: dict[str, list[dict]]) 
         "split, which tuning never sees, is what the test columns report."
     )
     if len(one_shot(groups.get("ablation", pd.DataFrame()))):
-        tables.append(ablation_table(one_shot(groups["ablation"]), one_shot(groups.get("table2", pd.DataFrame()))))
+        table2 = main_setting(one_shot(groups.get("table2", pd.DataFrame())), "table2")
+        tables.append(ablation_table(main_setting(one_shot(groups["ablation"]), "ablation"), table2))
     for name, caption, column, order in specs:
         runs = groups.get(name, pd.DataFrame())
         metrics = {**METRICS, "steps": "steps"} if name == "table3" else METRICS  # Table 3: the steps each took
-        if len(one_shot(runs)):
-            table = grid_table(name, caption + " (one-shot rates)", one_shot(runs), column, order, metrics)
+        for i, (setting, part) in enumerate(by_setting(one_shot(runs), name)):
+            table = grid_table(_part_name(name, i, setting), caption + " (one-shot rates)" + _part_caption(setting),
+                               part, column, order, metrics)  # fmt: skip
             table.notes.insert(0, ONE_SHOT_NOTE)
             if name == "table3":
-                table.notes.insert(1, _epochs_note(one_shot(runs)))
+                table.notes.insert(1, _epochs_note(part))
             tables.append(table)
-        if len(tuned(runs)):
-            table = grid_table(f"{name}_tuned", caption + " (tuned rates)", tuned(runs), column, order, metrics)
+        for i, (setting, part) in enumerate(by_setting(tuned(runs), name)):
+            table = grid_table(_part_name(f"{name}_tuned", i, setting), caption + " (tuned rates)"
+                               + _part_caption(setting), part, column, order, metrics)  # fmt: skip
             table.notes.insert(0, tuned_note)
             untuned = [n for n in ordered(one_shot(runs)["model"], NETWORKS) if n not in set(tuned(runs)["model"])]
             if untuned:
                 table.notes.insert(1, f"Not tuned (one-shot only, in the table above): {', '.join(untuned)}.")
             tables.append(table)
-            if name == "table2" and len(one_shot(runs)):
-                tables.append(ranking_table(one_shot(runs), tuned(runs)))
+        if name == "table2" and len(one_shot(runs)) and len(tuned(runs)):
+            tables.append(ranking_table(main_setting(one_shot(runs), name), main_setting(tuned(runs), name)))
     return tables
+
+
+def _part_name(name: str, index: int, setting: str) -> str:
+    """The file name of a part of a table split by setting: the part with the most runs keeps the table's name."""
+    if index == 0:
+        return name
+    slugs = []
+    for part in setting.split(", "):
+        key, _, value = part.partition("=")
+        slugs.append(re.sub(r"[^A-Za-z0-9.-]+", "-", f"{key.rsplit('.', 1)[-1]}-{value}").strip("-"))
+    return f"{name}_" + "_".join(slugs)
+
+
+def _part_caption(setting: str) -> str:
+    return f" — runs with {setting}" if setting else ""

@@ -32,9 +32,11 @@ def write_run(
     steps_per_epoch: int = 10,
     dataset: str = "cifar10",
     fingerprint: str | None = None,
+    budget: int | None = None,
     **llb_options: object,
 ) -> Path:
-    """A run directory as `llbbench run` writes it, with the training-loss curve `curve` (one value per epoch)."""
+    """A run directory as `llbbench run` writes it, with the training-loss curve `curve` (one value per epoch), of
+    a run with `budget` epochs (default: the curve's; a stopped run's curve is shorter)."""
     variant = "".join(f"-{v}" for v in llb_options.values())
     path = root / experiment / f"{model}-{optimizer}-f{fold}-{batch_size}-{init}-{lr}{variant}"
     path.mkdir(parents=True)
@@ -54,7 +56,7 @@ def write_run(
             **llb_options,
         },
         "init": {"name": init},
-        "train": {"epochs": len(curve), "batch_size": batch_size},
+        "train": {"epochs": budget or len(curve), "batch_size": batch_size, "log_every": steps_per_epoch},
     }
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     epochs = pd.DataFrame(
@@ -102,7 +104,7 @@ def results(tmp_path_factory) -> Path:
     write_run(root, "table4_init", "resnet34", "llb", 0, [0.5], 1.0, init="xavier")
     write_run(root, "table4_init", "resnet34", "llb", 0, [1.0], 1.5, init="msra")
     # initial rates: the same final loss after 10 or 40 iterations
-    write_run(root, "fig7_lr", "resnet34", "llb", 0, [0.50], 1.0, lr=0.1)
+    write_run(root, "fig7_lr", "resnet34", "llb", 0, [0.50], 1.0, lr=0.1, budget=4, status="stopped")
     write_run(root, "fig7_lr", "resnet34", "llb", 0, [0.51] * 4, 1.0, lr=0.001)
     return root
 
@@ -132,7 +134,10 @@ def test_table2_cells_markers_missing_and_diverged(report):
     )  # one run: no ±
     assert rows[("| resnet50", "test acc.")] == "| resnet50 | test acc. | **0.500** | **0.500** | — | — |"
     text = read(report, "table2.md")
-    assert "div. a run of this cell diverged (non-finite loss): resnet34 × Adam (1 of 2 runs)." in text
+    assert (
+        "div. a run of this cell diverged (a non-finite loss, or a final training loss above 2·ln C): resnet34 × "
+        "Adam (1 of 2 runs)." in text
+    )
     assert "— no finished run: resnet50 × NAG; resnet50 × Adam." in text
 
 

@@ -114,7 +114,7 @@ def test_claim_1_reads_steps_csv_and_judges_the_speed_up_ratio(tmp_path, llb_los
     LLb-SGD at 0.5 from the start reaches it at step 50 (ratios 4.0, 4.2, 4.4: holds); LLb-SGD moving as SGD
     does reaches it when SGD does (ratio 1: contradicted)."""
     for fold in range(3):
-        sgd = [2.0] * (15 + fold) + [1.0] * 5
+        sgd = [2.0] * (15 + fold) + [1.0] * (7 - fold)  # 22 epochs on every fold
         write_run(tmp_path, T2, "resnet34", "sgd", fold, sgd, 1.5)
         write_run(tmp_path, T2, "resnet34", "llb", fold, [llb_loss] * len(sgd) if llb_loss else sgd, 1.5)
     claim = verdicts(tmp_path)[1]
@@ -158,7 +158,8 @@ def test_claim_5_is_contradicted_when_llb_sgd_depends_on_the_initialization(tmp_
 @pytest.mark.parametrize(("losses", "verdict"), [((0.50, 0.51, 0.50), "holds"), ((0.5, 0.8, 1.0), "contradicted")])
 def test_claim_6_needs_fewer_iterations_at_larger_rates_and_a_steady_loss(tmp_path, losses, verdict):
     for lr, epochs, loss in zip((0.001, 0.01, 0.1), (8, 4, 2), losses, strict=True):
-        write_run(tmp_path, "fig7_lr", "resnet34", "llb", 0, [2.0] * (epochs - 1) + [loss], 1.0, lr=lr)
+        write_run(tmp_path, "fig7_lr", "resnet34", "llb", 0, [2.0] * (epochs - 1) + [loss], 1.0, lr=lr, budget=8,
+                  status="stopped" if epochs < 8 else "completed")  # fmt: skip
     claim = verdicts(tmp_path)[6]
     assert claim["verdict"] == verdict
     assert claim["rows"]["resnet34"]["log_steps_per_log_rate"]["mean"] == pytest.approx(-math.log(2) / math.log(10))
