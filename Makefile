@@ -48,8 +48,8 @@ reproduce-tables: $(STAMP)  ## every experiment at scale=full (GPUs; add ARGS="h
 	$(BIN)/llbbench saddle experiment=fig8_saddle scale=full results_dir=results/full || failed=1; \
 	$(BIN)/llbbench report results/full; exit $$failed
 
-test: $(STAMP)  ## the test suite (CPU, a few minutes)
-	$(BIN)/pytest -q
+test: $(STAMP)  ## the test suite (CPU, a few minutes; one pytest worker per core)
+	$(BIN)/pytest -q -n auto
 
 test-slow: $(STAMP)  ## the long tests that `make test` leaves out (the Slurm one needs `make test-slurm`)
 	$(BIN)/pytest -q -m slow

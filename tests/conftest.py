@@ -100,9 +100,11 @@ def make_config(cifar_root: Path, tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
-def llbbench(*args: str, data: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the `llbbench` command line in a fresh process, optionally with LLBBENCH_DATA set."""
-    env = {**os.environ, "LLBBENCH_DATA": str(data)} if data else dict(os.environ)
+def llbbench(
+    *args: str, data: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the `llbbench` command line in a fresh process, optionally with LLBBENCH_DATA and other variables set."""
+    env = {**os.environ, **({"LLBBENCH_DATA": str(data)} if data else {}), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "llbbench.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
     )
