@@ -190,7 +190,7 @@ def state_after_loading(args, device) -> dict[str, bool]:
         torch.save(opt.state_dict(), buffer)
         buffer.seek(0)
         resumed = optim.build(name, models_[1], input_shape=(3, 32, 32), lr=0.01)
-        resumed.load_state_dict(torch.load(buffer, map_location="cpu"))
+        resumed.load_state_dict(torch.load(buffer, map_location="cpu", weights_only=True))
         tensors = [t for v in resumed.state.values() for t in tensors_in(v) if t.is_floating_point()]
         found[name] = bool(tensors) and all(t.device.type == device.type for t in tensors)
     return found
