@@ -24,7 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -232,7 +232,7 @@ class RunDir:
         if self.write:
             self._replace(name, lambda tmp: tmp.write_text(text))
 
-    def _replace(self, name: str, write: Any) -> None:
+    def _replace(self, name: str, write: Callable[[Path], object]) -> None:
         """`write(tmp)`, then the temporary file takes `name`'s place; a failure (a full disk) removes it."""
         tmp = self.path / f".{name}.tmp"
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,11 +21,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 def scan_split(
     root: Path, split: str, classes: Sequence[str] | None = None
-) -> tuple[list[str], list[Path], list[int], list[int]]:
-    """(class names, image paths, labels, file sizes in bytes) of `root/split/<class>/*`; classes sorted by name.
+) -> tuple[list[str], list[Path], list[int], list[os.stat_result]]:
+    """(class names, image paths, labels, each file's `stat`: one per file) of `root/split/<class>/*`; classes
+    sorted by name.
 
-    With `classes` given (those of the training split), the split must hold exactly those class folders. An
-    empty (zero-byte) file is refused, naming it and how many more there are.
+    With `classes` given (those of the training split), the split must hold exactly those class folders. A file
+    that is empty (zero bytes), not a regular file or cannot be stat'ed is refused, naming it and how many more
+    there are.
     """
     folder = root / split
     if not folder.is_dir():
@@ -47,15 +50,14 @@ def scan_split(
             raise ValueError(f"class folder {folder / name}/ holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
         paths += images
         labels += [label] * len(images)
-    sizes, bad = [], []
+    stats, bad = [], []
     for path in paths:
         try:
             info = path.stat()
         except OSError as e:  # a broken link, a file that went away
             bad.append((path, f"unreadable ({e.strerror})"))
-            sizes.append(0)
             continue
-        sizes.append(info.st_size)
+        stats.append(info)
         if not stat.S_ISREG(info.st_mode):
             bad.append((path, "not a file (a directory?)"))
         elif info.st_size == 0:
@@ -63,7 +65,7 @@ def scan_split(
     if bad:
         more = f" and {len(bad) - 1} more of the split's {len(paths)} images are bad too" if len(bad) > 1 else ""
         raise ValueError(f"image file {bad[0][0]} is {bad[0][1]}{more}; remove or replace them")
-    return found, paths, labels, sizes
+    return found, paths, labels, stats
 
 
 def folder_fingerprint(root: Path, splits: Sequence[str]) -> str:
@@ -73,10 +75,10 @@ def folder_fingerprint(root: Path, splits: Sequence[str]) -> str:
     count = 0
     classes = None
     for split in splits:
-        classes, paths, _, sizes = scan_split(root, split, classes)
+        classes, paths, _, stats = scan_split(root, split, classes)
         digest.update(repr((split, classes)).encode())
-        for path, size in zip(paths, sizes, strict=True):
-            digest.update(f"{path.relative_to(root).as_posix()}\t{size}\n".encode())
+        for path, info in zip(paths, stats, strict=True):
+            digest.update(f"{path.relative_to(root).as_posix()}\t{info.st_size}\n".encode())
         count += len(paths)
     return f"imagefolder-{count}-{digest.hexdigest()[:16]}"
 
@@ -88,10 +90,9 @@ def files_stamp(root: Path, splits: Sequence[str]) -> str:
     digest = hashlib.sha256()
     classes = None
     for split in splits:
-        classes, paths, _, _ = scan_split(root, split, classes)
-        for path in paths:
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        classes, paths, _, stats = scan_split(root, split, classes)
+        for path, info in zip(paths, stats, strict=True):
+            digest.update(f"{path.relative_to(root).as_posix()}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 

@@ -326,9 +326,8 @@ def _check_rows(file: Path, expected: int, counted: str) -> None:
     text = file.read_text()
     rows = list(csv.reader(io.StringIO(text)))
     header, body = (rows[0], rows[1:]) if rows else ([], [])
-    complete = [row for row in body if len(row) == len(header)]
-    if text and not text.endswith("\n") and body:  # the last row was cut mid-way
-        complete = complete[:-1] if complete and complete[-1] == body[-1] else complete
+    cut = not text.endswith("\n")  # the last row was cut mid-way (whatever fields it kept)
+    complete = [row for row in (body[:-1] if cut else body) if len(row) == len(header)]
     if len(body) != expected or len(complete) != len(body):
         raise ValueError(
             f"{file} holds {len(complete)} complete rows, but summary.json counts {counted}: the file is cut or damaged"
