@@ -319,6 +319,9 @@ def _summary(
         "model_sha256": weights_digest(setup.model),
         "resumed_at_steps": progress.resumed_at,
     }
+    record = getattr(setup.optimizer, "record", None)  # what an optimizer reports of itself (Path-SGD: κ's range)
+    if callable(record):
+        summary["optimizer_record"] = record()
     if error:
         summary["error"] = error
     if status == "diverged":

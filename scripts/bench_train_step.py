@@ -27,7 +27,7 @@ from llbbench.runs import environment
 ROOT = Path(__file__).resolve().parent.parent
 OPTIMIZERS = {
     "sgd": {"lr": 0.01},
-    "esgd": {"lr": 0.01, "update_every": 20},
+    "esgd": {"lr": 0.01, "update_every": 20, "warmup": 0},  # the steady state; the warm-up is 20 estimating steps once
     "pathsgd": {"lr": 0.01, "update_every": 1},
     "llb": {"lr": 0.01},
 }

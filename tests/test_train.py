@@ -128,6 +128,15 @@ def test_llb_is_the_default_and_writes_layer_rates(make_config, tmp_path):
     assert float(steps[-1]["lr_min"]) == pytest.approx(min(rates[-1]))
 
 
+def test_a_path_sgd_run_records_kappas_range_per_layer(make_config, tmp_path):
+    summary = train.run(make_config("optimizer=pathsgd", "train.epochs=1"), tmp_path / "run")
+    assert summary["status"] == "completed"
+    ranges = summary["optimizer_record"]["kappa_range"]
+    assert set(ranges) == {"conv1.weight", "conv2.weight", "conv3.weight", "fc.weight", "fc.bias"}  # BatchNorm: none
+    assert all(0 < low <= high for low, high in ranges.values())
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["optimizer_record"] == summary["optimizer_record"]
+
+
 def test_eval_every_evaluates_every_nth_epoch_and_always_the_last(make_config, tmp_path):
     """`train.eval_every=2` over 3 epochs: epochs 2 and 3 evaluated, epoch 1 not (NaN, no evaluation time);
     the weights are those of a run that evaluates every epoch."""

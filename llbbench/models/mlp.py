@@ -21,10 +21,11 @@ class MLP(nn.Module):
         super().__init__()
         check_width(width)
         units = scaled(hidden, width)
+        self.pool = nn.AdaptiveAvgPool2d(SIDE)  # a module, so that Path-SGD's κ sees its weights (docs/baselines.md)
         self.hidden = nn.Linear(in_channels * SIDE * SIDE, units)
         self.out = nn.Linear(units, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (SIDE, SIDE):
-            x = F.adaptive_avg_pool2d(x, SIDE)
+            x = self.pool(x)
         return self.out(F.relu(self.hidden(x.flatten(1))))

@@ -263,7 +263,7 @@ register(
         name="esgd",
         factory=ESGD,
         description="equilibrated SGD: preconditioned by sqrt(E[(Hv)^2]), Hv estimated every update_every steps",
-        defaults={"lr": 0.1, "update_every": 20, "damping": 1e-4, "weight_decay": 0.0, "seed": 0},
+        defaults={"lr": 0.1, "update_every": 20, "warmup": 20, "damping": 1e-4, "weight_decay": 0.0, "seed": 0},
         presets={"tf1": {}},
         needs_create_graph=True,
     )
@@ -273,7 +273,15 @@ register(
         name="pathsgd",
         factory=PathSGD,
         description="Path-SGD: each weight's step divided by its path factor kappa, computed from the model",
-        defaults={"lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0, "update_every": 1, "kappa_floor": 1e-12},
+        defaults={
+            "lr": 1e-3,
+            "momentum": 0.0,
+            "weight_decay": 0.0,
+            "update_every": 1,
+            "normalize": "layer",
+            "kappa_floor": 1e-12,
+            "kappa_relative_floor": 1e-3,
+        },
         presets={"tf1": {}},
         needs_model=True,
     )

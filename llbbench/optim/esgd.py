@@ -1,8 +1,10 @@
 """ESGD: equilibrated SGD (Dauphin, de Vries & Bengio, 2015), as docs/baselines.md describes it.
 
-The preconditioner is D = sqrt(E[(Hv)²]) with v ~ N(0, I) and H the Hessian of the mini-batch loss. Every
-`update_every` steps (the first step included) ESGD draws v, computes Hv by double backward and accumulates
-S += (Hv)², n += 1; every step then moves θ ← θ − lr · (g + λθ) / (sqrt(S/n) + damping).
+The preconditioner is D = sqrt(E[(Hv)²]) with v ~ N(0, I) and H the Hessian of the mini-batch loss. On each of
+the first `warmup` steps, and then every `update_every` steps, ESGD draws v, computes Hv by double backward and
+accumulates S += (Hv)², n += 1; every step then moves θ ← θ − lr · (g + λθ) / (sqrt(S/n) + damping). The
+warm-up keeps a one-sample D (whose smallest entries are orders of magnitude below the average's) from setting
+the first `update_every` steps.
 
 Only the estimating steps need the graph of the gradient: ask `should_create_graph()` before `backward`:
 
@@ -30,12 +32,14 @@ _GLOBAL = "esgd"  # key of the optimizer-wide state: step count, number of estim
 
 
 class ESGD(torch.optim.Optimizer):
-    """Equilibrated SGD with a diagonal Hessian-norm preconditioner, estimated every `update_every` steps.
+    """Equilibrated SGD with a diagonal Hessian-norm preconditioner, estimated on each of the first `warmup`
+    steps and then every `update_every` steps.
 
     Args:
         params: parameters or param groups.
         lr: the step size ε.
-        update_every: steps between two estimates of Hv (the first step always estimates).
+        update_every: steps between two estimates of Hv after the warm-up (the first step always estimates).
+        warmup: the first steps, each of which estimates Hv.
         damping: added to sqrt(S/n) before dividing.
         weight_decay: λ, added to the gradient (L2) before preconditioning; H is the loss's Hessian alone.
         seed: seeds the optimizer's own stream of random vectors v, which its state carries, so that a
@@ -47,6 +51,7 @@ class ESGD(torch.optim.Optimizer):
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         lr: float,
         update_every: int = 20,
+        warmup: int = 20,
         damping: float = 1e-4,
         weight_decay: float = 0.0,
         seed: int = 0,
@@ -56,17 +61,20 @@ class ESGD(torch.optim.Optimizer):
             (
                 ("lr", lr, lr > 0, "> 0"),
                 ("update_every", update_every, isinstance(update_every, int) and update_every >= 1, "an integer >= 1"),
+                ("warmup", warmup, isinstance(warmup, int) and warmup >= 0, "an integer >= 0"),
                 ("damping", damping, damping > 0, "> 0"),
                 ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
             ),
         )
         super().__init__(params, {"lr": lr, "damping": damping, "weight_decay": weight_decay})
         self.update_every = update_every
+        self.warmup = warmup
         self.seed = seed
 
     def should_create_graph(self) -> bool:
         """True when the coming step estimates Hv, so its `backward` must keep the graph (`create_graph`)."""
-        return self.state[_GLOBAL].get("step", 0) % self.update_every == 0
+        step = self.state[_GLOBAL].get("step", 0)
+        return step < self.warmup or step % self.update_every == 0
 
     @property
     def estimates(self) -> int:

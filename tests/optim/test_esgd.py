@@ -40,7 +40,7 @@ def test_estimate_approaches_the_row_norms_of_the_hessian():
 def test_hv_is_exact_on_estimating_steps_and_absent_on_the_others(monkeypatch):
     h = symmetric(quadratic(1))
     x = nn.Parameter(torch.randn(6, dtype=torch.float64))
-    opt = ESGD([x], lr=1e-3, update_every=20, seed=7)
+    opt = ESGD([x], lr=1e-3, update_every=20, warmup=3, seed=7)
     calls = []
     real_grad = torch.autograd.grad
 
@@ -60,8 +60,8 @@ def test_hv_is_exact_on_estimating_steps_and_absent_on_the_others(monkeypatch):
         if t == 0:  # the first estimate is (Hv)² for v from the optimizer's own seeded stream
             v = torch.randn(6, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
             torch.testing.assert_close(opt.state[x]["sq_sum"], (h @ v) ** 2)
-    assert [t for t, e in enumerate(estimating) if e] == [0, 20, 40]
-    assert len(calls) == 3 and opt.estimates == 3
+    assert [t for t, e in enumerate(estimating) if e] == [0, 1, 2, 20, 40]  # the warm-up, then every 20
+    assert len(calls) == 5 and opt.estimates == 5
 
 
 def test_the_step_divides_by_the_preconditioner():
@@ -139,21 +139,40 @@ def test_the_graph_is_released_after_each_step():
 
 def test_resume_from_state_dict_equals_an_uninterrupted_run_bitwise(resume_check):
     def make_optimizer(model):
-        return ESGD(model.parameters(), lr=0.05, update_every=4, weight_decay=1e-3)
+        return ESGD(model.parameters(), lr=0.05, update_every=4, warmup=2, weight_decay=1e-3)
 
     opt, opt_resumed = resume_check(small_bn_cnn, make_optimizer, train, 14)
-    assert opt_resumed.estimates == opt.estimates == 4
+    assert opt_resumed.estimates == opt.estimates == 5  # steps 0, 1 (warm-up), 4, 8, 12
 
 
 def test_registry_marks_esgd_as_needing_the_graph():
     model = small_bn_cnn()
     opt = build("esgd", model, lr=0.01)
-    assert isinstance(opt, ESGD) and opt.update_every == 20
+    assert isinstance(opt, ESGD) and opt.update_every == 20 and opt.warmup == 20
+
+
+def test_the_default_escapes_fig_8s_saddle_where_a_one_sample_estimate_diverges(cifar_root, tmp_path):
+    """Fig. 8's perceptron next to its saddle (weights ~ N(0, 0.001²)): with the warm-up ESGD escapes on most
+    seeds; a preconditioner from one Hv sample, kept for 20 steps (warmup=0), diverges on most."""
+    from llbbench import saddle
+
+    overrides = ["experiment=fig8_saddle", f"dataset.root={cifar_root}", f"results_dir={tmp_path}", "device=cpu",
+                 "saddle.steps=25", "saddle.probe=128"]  # fmt: skip
+    outcomes = {}
+    for warmup in (20, 0):
+        runs = [saddle.trajectory(saddle.compose([*overrides, f"optimizer.warmup={warmup}"], "esgd", seed))
+                for seed in range(5)]  # fmt: skip
+        outcomes[warmup] = [r["status"] == "completed" and r["escape"] is not None for r in runs]
+    assert sum(outcomes[20]) >= 4 and sum(outcomes[0]) <= 1, outcomes
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"update_every": 0}, "update_every=0 must be an integer >= 1"), ({"damping": 0.0}, "damping=0.0 must be > 0")],
+    [
+        ({"update_every": 0}, "update_every=0 must be an integer >= 1"),
+        ({"warmup": -1}, "warmup=-1 must be an integer >= 0"),
+        ({"damping": 0.0}, "damping=0.0 must be > 0"),
+    ],
 )
 def test_invalid_values_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -107,6 +107,7 @@ def conv_net() -> nn.Sequential:
     ids=["mlp", "conv-per-output-channel"],
 )
 def test_a_step_is_invariant_to_node_wise_rescaling(make, rescale, shape):
+    """The defining property, of the bare rule (normalize=none): a ratio is a rate, and rescaling changes it."""
     x = torch.randn(5, *shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     y = torch.randn(5, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     outputs = []
@@ -115,7 +116,7 @@ def test_a_step_is_invariant_to_node_wise_rescaling(make, rescale, shape):
         if scaled:
             rescale(model, 1, 7.0)
             rescale(model, 0, 0.2)
-        opt = PathSGD(model.parameters(), lr=0.05, model=model, input_shape=shape)
+        opt = PathSGD(model.parameters(), lr=0.05, model=model, input_shape=shape, normalize="none")
         for _ in range(3):
             loss = ((model(x) - y) ** 2).mean()
             opt.zero_grad()
@@ -177,8 +178,10 @@ def bn_cnn() -> nn.Sequential:
     )
 
 
-def test_resume_from_state_dict_equals_an_uninterrupted_run_bitwise(resume_check):
-    options = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "update_every": 3, "input_shape": (3, 6, 6)}
+@pytest.mark.parametrize("normalize", ["layer", "first", "every", "none"])
+def test_resume_from_state_dict_equals_an_uninterrupted_run_bitwise(resume_check, normalize):
+    options = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "update_every": 3, "input_shape": (3, 6, 6),
+               "normalize": normalize}  # fmt: skip
     resume_check(bn_cnn, lambda m: PathSGD(m.parameters(), model=m, **options), train, 10)
 
 
@@ -233,3 +236,143 @@ def test_kappa_is_the_same_on_every_worker_of_a_distributed_run(tmp_path):
         assert torch.equal(a, b)
     for name in weights0:
         assert torch.equal(weights0[name], weights1[name]), name
+
+
+# --- average pooling, the relative floor, the scale of the step (docs/baselines.md) -----------------------------
+
+
+@pytest.mark.parametrize("pool", [nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d((2, 1))])
+def test_kappa_through_average_pooling_squares_its_weights(pool):
+    """Brute force: input pixel → conv unit (c, y, x) → its pooling window(s) (weight 1/d each) → output k. The
+    pool is a linear layer whose weights 1/d are squared like every other edge's (κ uses squared weights)."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), pool, nn.Flatten())  # 5×5 -> 2×4×4 -> pooled
+    cells = model(torch.zeros(1, 1, 5, 5)).shape[1] // 2
+    model.append(nn.Linear(2 * cells, 3))
+    w, b, v, _ = (p.detach().double() for p in model.parameters())
+    # the pooling weight of conv unit (y, x) into each pooled cell, from the pool applied to one-hot maps
+    weights = torch.zeros(4, 4, cells, dtype=torch.float64)
+    for y, x in itertools.product(range(4), range(4)):
+        hot = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+        hot[0, 0, y, x] = 1.0
+        weights[y, x] = pool(hot).flatten()
+    expected_w, expected_b, expected_v = torch.zeros_like(w), torch.zeros_like(b), torch.zeros_like(v)
+    for c, y, x, cell, k in itertools.product(range(2), range(4), range(4), range(cells), range(3)):
+        edge = weights[y, x, cell] ** 2 * v[k, c * cells + cell] ** 2  # pool edge, then the linear edge
+        if weights[y, x, cell] == 0:
+            continue
+        for dy, dx in itertools.product(range(2), range(2)):
+            expected_w[c, 0, dy, dx] += edge
+            expected_v[k, c * cells + cell] += w[c, 0, dy, dx] ** 2 * weights[y, x, cell] ** 2
+        expected_b[c] += edge
+        expected_v[k, c * cells + cell] += b[c] ** 2 * weights[y, x, cell] ** 2
+    kappa = path_kappa(model, (1, 5, 5))
+    torch.testing.assert_close(kappa["0.weight"], expected_w)
+    torch.testing.assert_close(kappa["0.bias"], expected_b)
+    torch.testing.assert_close(kappa["4.weight"], expected_v)
+    # the bug this replaces, an unsquared 1/d, would give d times these values
+    assert not torch.allclose(kappa["0.bias"], expected_b * 4, rtol=0.1)
+
+
+def test_an_average_pool_it_cannot_square_is_refused():
+    model = nn.Sequential(nn.Conv1d(1, 2, 2), nn.AvgPool1d(2), nn.Flatten(), nn.Linear(2, 1))
+    with pytest.raises(ValueError, match="AvgPool1d"):
+        path_kappa(model, (1, 5))
+
+
+def test_kappa_is_floored_relative_to_its_parameters_median():
+    model = nn.Sequential(nn.Linear(1, 3, bias=False), nn.ReLU(), nn.Linear(3, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0], [2.0], [4.0]]))
+        model[2].weight.copy_(torch.tensor([[1e-6, 1.0, 2.0]]))  # unit 0's way out is almost closed
+    bare = path_kappa(model, (1,))
+    torch.testing.assert_close(bare["0.weight"][:, 0], torch.tensor([1e-12, 1.0, 4.0], dtype=torch.float64))
+    floored = path_kappa(model, (1,), relative_floor=1e-2)
+    torch.testing.assert_close(floored["0.weight"][:, 0], torch.tensor([1e-2, 1.0, 4.0], dtype=torch.float64))
+    torch.testing.assert_close(floored["2.weight"], bare["2.weight"])  # [1, 4, 16]: nothing below 1e-2 · 4
+
+
+def one_step(normalize: str, steps: int = 1, lr: float = 0.1):
+    """A two-layer net after `steps` steps: (its optimizer, the gradients and κ of the last step, the weights
+    before and after it)."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    opt = PathSGD(model.parameters(), lr=lr, model=model, input_shape=(3,), normalize=normalize)
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    for t in range(steps):
+        before = [p.detach().clone() for p in model.parameters()]
+        opt.zero_grad()
+        ((model(x) - t) ** 2).mean().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        opt.step()
+    return opt, grads, opt.kappa(), before, [p.detach().clone() for p in model.parameters()]
+
+
+def test_the_bare_rule_steps_by_eta_over_kappa():
+    _, grads, kappa, before, after = one_step("none")
+    for g, k, w0, w1 in zip(grads, kappa, before, after, strict=True):
+        torch.testing.assert_close(w1, w0 - 0.1 * g / k)
+
+
+def test_layer_normalization_gives_each_step_its_gradients_norm_and_the_path_direction():
+    _, grads, kappa, before, after = one_step("layer", steps=2)
+    for g, k, w0, w1 in zip(grads, kappa, before, after, strict=True):
+        step = (w0 - w1) / 0.1
+        torch.testing.assert_close(step.norm(), g.norm())
+        torch.testing.assert_close(step / step.norm(), (g / k) / (g / k).norm())  # the path direction
+
+
+@pytest.mark.parametrize(("normalize", "fixed"), [("first", True), ("every", False)])
+def test_the_global_ratio_is_fixed_at_the_first_step_or_recomputed(normalize, fixed):
+    first, *_ = one_step(normalize, steps=1)
+    opt, grads, kappa, before, after = one_step(normalize, steps=3)
+    direction = [g / k for g, k in zip(grads, kappa, strict=True)]
+    current = torch.cat([g.flatten() for g in grads]).norm() / torch.cat([d.flatten() for d in direction]).norm()
+    assert opt.ratio() == pytest.approx(first.ratio()) if fixed else opt.ratio() == pytest.approx(float(current))
+    assert opt.ratio() != pytest.approx(float(current) if fixed else first.ratio())
+    for d, w0, w1 in zip(direction, before, after, strict=True):
+        torch.testing.assert_close(w1, w0 - 0.1 * opt.ratio() * d)
+
+
+def test_kappa_ranges_are_what_it_computed():
+    opt, _, kappa, *_ = one_step("layer")
+    ranges = opt.kappa_ranges()
+    assert list(ranges) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    for (low, high), k in zip(ranges.values(), kappa, strict=True):
+        assert low == pytest.approx(float(k.min()), rel=1e-3) and high == pytest.approx(float(k.max()), rel=1e-3)
+
+
+def learnable_batches(steps: int, batch: int = 32):
+    """Batches of 16×16 images whose class (of 4) sets which quadrant is bright: learnable in a few dozen steps."""
+    generator = torch.Generator().manual_seed(9)
+    for _ in range(steps):
+        labels = torch.randint(0, 4, (batch,), generator=generator)
+        images = torch.randn(batch, 3, 16, 16, generator=generator) * 0.5
+        for i, label in enumerate(labels.tolist()):
+            y, x = divmod(label, 2)
+            images[i, :, 8 * y : 8 * y + 8, 8 * x : 8 * x + 8] += 1.5
+        yield images, labels
+
+
+@pytest.mark.parametrize("zero_init_residual", [False, True], ids=["resnet", "zero-init-residual"])
+def test_path_sgd_trains_a_batchnorm_resnet_at_sgds_rate(zero_init_residual):
+    """At its configured rate (SGD's 0.1, normalize=layer) Path-SGD learns a small BatchNorm ResNet within 40
+    steps, also with zero-initialized residual branches (whose κ collapses after the first step). The bare rule
+    at that rate freezes the weights of the plain ResNet (κ ≈ 1e3-1e6): the check can fail."""
+    import math
+
+    bar = 0.5 * math.log(4)
+    modes = ("layer", "none") if not zero_init_residual else ("layer",)
+    for normalize in modes:
+        torch.manual_seed(10)
+        model = models.build("resnet34", 4, (3, 16, 16), width=0.125, zero_init_residual=zero_init_residual)
+        opt = build("pathsgd", model, input_shape=(3, 16, 16), lr=0.1, normalize=normalize, weight_decay=5e-4)
+        losses = []
+        for images, labels in learnable_batches(40):
+            loss = nn.functional.cross_entropy(model(images), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[0] > bar
+        assert (losses[-1] < bar) == (normalize == "layer"), (normalize, losses[-1])
