@@ -134,7 +134,8 @@ def test_a_path_sgd_run_records_kappas_range_per_layer(make_config, tmp_path):
     ranges = summary["optimizer_record"]["kappa_range"]
     assert set(ranges) == {"conv1.weight", "conv2.weight", "conv3.weight", "fc.weight", "fc.bias"}  # BatchNorm: none
     assert all(0 < low <= high for low, high in ranges.values())
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["optimizer_record"] == summary["optimizer_record"]
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["optimizer_record"] == summary["optimizer_record"]
 
 
 def test_eval_every_evaluates_every_nth_epoch_and_always_the_last(make_config, tmp_path):
