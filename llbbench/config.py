@@ -188,7 +188,19 @@ def _tuned_lr(configured: Any, *, _root_: DictConfig) -> Any:
         return configured
 
 
+def _fold_seed(seed: Any, fold: Any) -> Any:
+    """`${fold_seed:${seed},${fold}}` (`run_seed`): the seed a run uses, its own for every fold, so that the folds
+    also sample the initialization: `seed` on fold=none, else seed + 1000·(fold + 1). Anything not an integer
+    is passed on for the schema to name."""
+    if fold is None or str(fold).lower() in ("none", "null"):
+        return seed
+    if isinstance(seed, int) and isinstance(fold, int):
+        return seed + 1000 * (fold + 1)
+    return seed
+
+
 OmegaConf.register_new_resolver("pick", _pick, replace=True)
+OmegaConf.register_new_resolver("fold_seed", _fold_seed, replace=True)
 OmegaConf.register_new_resolver("run_id", _run_id, replace=True)
 OmegaConf.register_new_resolver("world_size", _world_size, replace=True)
 OmegaConf.register_new_resolver("data_fingerprint", _data_fingerprint, replace=True)
@@ -262,6 +274,7 @@ class SaddleConfig:
 class RunConfig:
     scale: str = "full"
     seed: int = _at_least(0, 0)
+    run_seed: int = _at_least(0, 0)
     device: str = "auto"
     world_size: int = _at_least(1, 1)
     fold: int | None = _at_least(0, 0)

@@ -62,7 +62,7 @@ def trajectory(cfg: DictConfig) -> dict[str, Any]:
     model.train()
     while step < s.steps and status == "completed":
         epoch = step // per_epoch + 1
-        order = datasets.epoch_order(len(data.train), cfg.seed, epoch)
+        order = datasets.epoch_order(len(data.train), cfg.run_seed, epoch)
         for images, labels in data.train.batches(cfg.train.batch_size, order, cfg.train.drop_last):
             loss = F.cross_entropy(model(images), labels)
             setup.optimizer.zero_grad(set_to_none=True)

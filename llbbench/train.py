@@ -99,7 +99,7 @@ def prepare(cfg: DictConfig, world: World = SINGLE) -> Setup:
     DistributedDataParallel, which starts every replica from rank 0's weights."""
     typed = config.check(cfg)
     device = resolve_device(typed.device)
-    seed_everything(distributed.rank_seed(typed.seed, world.rank))
+    seed_everything(distributed.rank_seed(typed.run_seed, world.rank))
     options = OmegaConf.to_container(typed.dataset, enum_to_str=True)
     data = datasets.build(options, device=device, fold=typed.fold, folds=typed.cv.folds, cv_seed=typed.cv.seed)
     datasets.check_fingerprint(options)
@@ -534,7 +534,7 @@ class _Loop:
             progress.epoch_seconds = 0.0
         setup.network.train()
         epoch_start = time.perf_counter()
-        order = datasets.epoch_order(len(data.train), self.cfg.seed, epoch)
+        order = datasets.epoch_order(len(data.train), self.cfg.run_seed, epoch)
         order = distributed.shard_order(order, t.batch_size, world, t.drop_last)  # this process's part of each batch
         try:
             for images, labels in data.train.batches(t.batch_size // world.size, order, t.drop_last,

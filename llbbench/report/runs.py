@@ -225,8 +225,18 @@ def _row(path: Path) -> dict[str, Any]:
         "test_loss": final.get("test_loss"),
         "test_acc": final.get("test_acc"),
         "val_loss": final.get("val_loss"),
-        "setting": _flat({k: v for k, v in identity(config).items() if k != "fold"}),
+        "setting": _flat(_but_the_fold(identity(config))),
     }
+
+
+def _but_the_fold(identity: dict[str, Any]) -> dict[str, Any]:
+    """A run's identity without what differs from fold to fold: the fold, its seed (`run_seed`) and an optimizer
+    seed that follows it (ESGD's `${run_seed}`)."""
+    kept = {k: v for k, v in identity.items() if k not in ("fold", "run_seed")}
+    optimizer = kept.get("optimizer")
+    if isinstance(optimizer, dict) and "run_seed" in identity and optimizer.get("seed") == identity["run_seed"]:
+        kept["optimizer"] = {k: v for k, v in optimizer.items() if k != "seed"}
+    return kept
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -363,3 +373,10 @@ def ordered(values: Iterable[Any], order: Iterable[Any]) -> list[Any]:
     values = list(dict.fromkeys(values))
     known = [v for v in order if v in values]
     return known + sorted((v for v in values if v not in known), key=str)
+
+
+def test_over_train(runs: pd.DataFrame) -> float:
+    """n_test/n_train of the runs' K-fold cross-validation, 1/(K − 1): Nadeau & Bengio's correction of the paired
+    t-interval over folds whose training sets overlap (0, no correction, when K is not recorded)."""
+    folds = runs["folds"].dropna() if "folds" in runs and len(runs) else pd.Series(dtype=float)
+    return 1 / (int(folds.iloc[0]) - 1) if len(folds) and int(folds.iloc[0]) >= 2 else 0.0

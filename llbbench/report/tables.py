@@ -20,6 +20,7 @@ from .runs import (
     one_shot,
     optimizer_label,
     ordered,
+    test_over_train,
     tuned,
 )
 from .stats import t_interval
@@ -194,7 +195,9 @@ def grid_table(
                     bold.add((len(rows), j))
                     cells[j]["best"] = True
                 for j in set(scores) - set(winners):
-                    difference = t_interval((folds[j] - folds[winners[0]]).dropna())
+                    difference = t_interval(
+                        (folds[j] - folds[winners[0]]).dropna(), test_over_train=test_over_train(of)
+                    )
                     if difference.n >= 2 and difference.includes(0.0):
                         tied.add((len(rows), j))
                         cells[j]["tied"] = True
@@ -202,8 +205,8 @@ def grid_table(
             records += cells.values()
     notes = [
         f"{SPREAD} {ONE_RUN}; the best of each network and metric in bold; "
-        f"{TIED}: statistically tied with the best (the 95% t-interval of the differences, paired by fold, "
-        "includes zero; two folds or more)."
+        f"{TIED}: statistically tied with the best (the 95% corrected t-interval of the differences, paired by "
+        "fold, includes zero; two folds or more; docs/verdicts.md)."
     ]
     if diverged:
         notes.append(f"{DIVERGED} a run of this cell diverged (a non-finite loss, or a final training loss above "
