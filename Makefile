@@ -23,7 +23,7 @@ SMALL := scale=small results_dir=results/small
 # A sweep with a failed run exits 1 after finishing its other runs: the next experiments still run and the report
 # is written, then the target fails. A bad input that every run shares (exit 2) stops it at once.
 # reproduce-small: the CIFAR-10 Table 2 tuned first (its fold-0 runs at the configured rates are the one-shot
-# runs), then one-shot and tuned; the ablation on ResNet-34; Tables 3-4, Fig. 7; the stand-in ImageNet Table 2;
+# runs), then one-shot and tuned; the ablation on ResNet-34 (and its max_lr_ratio > 1 runs); Tables 3-4, Fig. 7; the stand-in ImageNet Table 2;
 # Fig. 8 on a network (llbbench saddle: one process, so launcher ARGS do not apply to it).
 reproduce-small: $(STAMP)  ## every experiment at scale=small on CIFAR-10, tuning included, then the report (resumable; about 4 h on 2 cores)
 	@start=$$(date +%s); failed=0; \
@@ -32,6 +32,7 @@ reproduce-small: $(STAMP)  ## every experiment at scale=small on CIFAR-10, tunin
 	step $(BIN)/llbbench run -m experiment=table2_cifar10 $(SMALL) $(ARGS); \
 	if [ $$tuned -eq 0 ]; then step $(BIN)/llbbench run -m experiment=table2_cifar10 tuned=true $(SMALL) $(ARGS); fi; \
 	step $(BIN)/llbbench run -m experiment=ablation_llb $(SMALL) $(ARGS); \
+	step $(BIN)/llbbench run -m experiment=ablation_ratio $(SMALL) $(ARGS); \
 	for e in table3_batch table4_init fig7_lr table2_imagenet; do \
 		step $(BIN)/llbbench run -m experiment=$$e $(SMALL) $(ARGS); \
 	done; \

@@ -4,7 +4,8 @@ For each (network, optimizer) of the sweep — an optimizer with a schedule or w
 own, e.g. `sgd+cosine` — five rates spaced by √10 around its configured rate are trained on fold `tune.fold` at
 the experiment's own budget. The lowest final validation loss wins (a diverged run counts as +∞; a failed run
 stops the tuning with its error; ties go to the smaller rate). A winner on an edge of the grid extends it by one
-rate on that side, at most `tune.max_extend` times. Tuning runs are ordinary runs of the experiment (same
+rate on that side, at most `tune.max_extend` times; LLb-SGD's grid also grows until it reaches above SGD's best
+rate on the same network (its rates only fall from α0, so α0 must be able to exceed SGD's). Tuning runs are ordinary runs of the experiment (same
 directory, content-addressed, resumable), launched by `llbbench run -m` with any `hydra/launcher`. The result is
 `<results_dir>/<experiment_name>/tuning.json`; `llbbench run -m experiment=NAME tuned=true` then runs the grid at
 the winners, on every fold, and finds the tuning fold's winning run already done.
@@ -175,10 +176,16 @@ def tune(overrides: list[str]) -> Path:
                 raise ValueError(f"tuning run {missing} did not finish (killed?); run llbbench tune again to resume")
             entry.val_loss = results
         grown = False
+        sgd_best = {e.network: e.grid[best(e.grid, e.val_loss)] for e in entries if e.optimizer == "sgd"}
         for entry in entries:
             i = best(entry.grid, entry.val_loss)
             on_edge = i in (0, len(entry.grid) - 1)
-            if on_edge and len(entry.grid) - len(grid_around(entry.configured)) < limit:  # extensions so far
+            if entry.optimizer == "llb" and entry.grid[-1] <= sgd_best.get(entry.network, 0.0):
+                # LLb-SGD's rates only fall from α0: its grid reaches above SGD's best rate (docs/verdicts.md)
+                low = -entry.grid.index(entry.configured)
+                entry.grid = grid_around(entry.configured, low, low + len(entry.grid))
+                grown = True
+            elif on_edge and len(entry.grid) - len(grid_around(entry.configured)) < limit:  # extensions so far
                 low = -entry.grid.index(entry.configured)  # the grid is configured · 10^(k/2), k = low .. high
                 high = low + len(entry.grid) - 1
                 entry.grid = (

@@ -89,6 +89,19 @@ def test_sweep_overrides_on_the_command_line_choose_what_is_tuned(cifar_root, tm
     assert entries[1]["grid"][-1] == pytest.approx(0.01 * 10**0.5) and entries[1]["edge"] is False  # adam: extended
 
 
+def test_llb_sgds_grid_reaches_above_sgds_best_rate(cifar_root, tmp_path, monkeypatch):
+    """SGD is best at 1.0, the top of both grids (0.01-1), and extends on its edge; LLb-SGD is best at 0.1, inside
+    its grid, which grows anyway until it holds a rate above SGD's best (its rates only fall from α0)."""
+    best_at = {"sgd": 1.0, "llb": 0.1}
+    launchers = {name: _fake_launch(lambda r, b=b: abs(math.log10(r / b)), []) for name, b in best_at.items()}
+    monkeypatch.setattr(tuning, "launch", lambda entry, *args: launchers[entry.optimizer](entry, *args))
+    overrides = [*TINY, "optimizer=sgd,llb", f"dataset.root={cifar_root}", f"results_dir={tmp_path}"]
+    sgd, llb = json.loads(tuning.tune(overrides).read_text())
+    assert sgd["winner"] == pytest.approx(1.0) and sgd["grid"][-1] > 1.0
+    assert llb["optimizer"] == "llb" and llb["grid"][-1] == pytest.approx(10**0.5)  # one rate above 1.0
+    assert llb["winner"] == pytest.approx(0.1) and llb["edge"] is False
+
+
 def test_the_configured_rate_is_the_one_shot_run_also_when_the_preset_sets_it(cifar_root, tmp_path):
     """Adadelta's YAML leaves lr to its preset (1.0): the tuning grid centres on 1.0, and its run at 1.0 is the
     one-shot run (no lr override), not a second run that differs only by writing the rate out."""

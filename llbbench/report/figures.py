@@ -145,18 +145,23 @@ def ablation_rates(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Path]
     if not len(runs):
         return []
     runs = runs[runs["status"] != "failed"].sort_values(["fold", "path"])
-    variants = sorted({(r.direction, r.conv_norm, r.loss_ema) for r in runs.itertuples()}, key=str)
+    variants = sorted({(r.direction, r.conv_norm, r.loss_ema, r.max_lr_ratio) for r in runs.itertuples()}, key=str)
     figure, axes = _panels(len(variants))
     for ax, variant in zip(axes, variants, strict=True):
         of = runs[
-            (runs["direction"] == variant[0]) & (runs["conv_norm"] == variant[1]) & (runs["loss_ema"] == variant[2])
+            (runs["direction"] == variant[0])
+            & (runs["conv_norm"] == variant[1])
+            & (runs["loss_ema"] == variant[2])
+            & (runs["max_lr_ratio"] == variant[3])
         ]
         for network in ordered(of["model"], NETWORKS):
             trace = _rate_trace(of[of["model"] == network].iloc[0].path)
             if trace is not None:
                 mean = trace[0].mean(axis=1)
                 ax.plot(mean.index / trace[1], mean, lw=1.5, label=network)
-        ax.set(title=f"{variant[0]}, {variant[1]}, ema {variant[2]:g}", xlabel="epoch t", ylabel="mean layer rate")
+        ceiling = f", ceiling {variant[3]:g}·α0" if variant[3] != 1.0 else ""
+        ax.set(title=f"{variant[0]}, {variant[1]}, ema {variant[2]:g}{ceiling}", xlabel="epoch t",
+               ylabel="mean layer rate")  # fmt: skip
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)

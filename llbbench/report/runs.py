@@ -206,6 +206,7 @@ def _row(path: Path) -> dict[str, Any]:
         "direction": optimizer.get("direction"),
         "conv_norm": optimizer.get("conv_norm"),
         "loss_ema": optimizer.get("loss_ema"),
+        "max_lr_ratio": optimizer.get("max_lr_ratio", 1.0 if optimizer.get("name") == "llb" else None),
         "xi": optimizer.get("xi"),
         "batch_size": train["batch_size"],
         "epoch_budget": train["epochs"],
@@ -265,7 +266,7 @@ CELLS = {
     "table3": ["optimizer", "batch_size"],
     "table4": ["optimizer", "init"],
     "fig7": ["optimizer", "lr"],
-    "ablation": ["optimizer", "direction", "conv_norm", "loss_ema"],
+    "ablation": ["optimizer", "direction", "conv_norm", "loss_ema", "max_lr_ratio"],
 }
 
 

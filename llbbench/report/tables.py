@@ -325,8 +325,8 @@ def tuning_table(tunings: dict[str, list[dict]]) -> Table:
     return Table("table1_tuning", caption, header, rows, set(), notes, pd.DataFrame(records))
 
 
-ABLATION_OPTIONS = ("direction", "conv_norm", "loss_ema")
-DEFAULT_VARIANT = ("gate", "kernel_fro", 0.0)  # the reconstruction's defaults (docs/llb-sgd.md)
+ABLATION_OPTIONS = ("direction", "conv_norm", "loss_ema", "max_lr_ratio")
+DEFAULT_VARIANT = ("gate", "kernel_fro", 0.0, 1.0)  # the reconstruction's defaults (docs/llb-sgd.md)
 
 
 def ablation_table(runs: pd.DataFrame, table2: pd.DataFrame) -> Table:
@@ -337,7 +337,7 @@ def ablation_table(runs: pd.DataFrame, table2: pd.DataFrame) -> Table:
     variants = sorted({tuple(v) for v in runs[list(ABLATION_OPTIONS)].itertuples(index=False)}, key=str)
     variants.sort(key=lambda v: v != DEFAULT_VARIANT)  # the default first
     sgd = table2[(table2["optimizer"] == "sgd") & table2["status"].isin(FINISHED)] if len(table2) else table2
-    header = ["direction", "conv_norm", "loss_ema", *[f"{n}: {m}" for n in networks for m in ("train", "test")]]
+    header = [*ABLATION_OPTIONS, *[f"{n}: {m}" for n in networks for m in ("train", "test")]]
     rows, records, changes = [], [], []
     default_side: dict[tuple[str, str], bool] = {}
     for variant in variants:

@@ -342,17 +342,19 @@ def test_the_ablation_table_marks_each_variant_against_sgd_and_names_those_that_
             ({"direction": "gate", "conv_norm": "kernel_fro", "loss_ema": 0.0}, [1.5, 0.8], 1.2),
             ({"direction": "signed", "conv_norm": "relative", "loss_ema": 0.9}, [1.8, 1.3], 1.7),
             ({"direction": "loss", "conv_norm": "kernel_fro", "loss_ema": 0.0}, [1.9, 0.9], 1.4),
+            ({"direction": "signed", "conv_norm": "kernel_fro", "loss_ema": 0.0, "max_lr_ratio": 4.0}, [1.4, 0.7], 1.1),
         ):
             write_run(root, "ablation_llb", "resnet34", "llb", fold, curve, test, **options)
     report = build_report([root], tmp_path / "r")
     table = (report / "ablation.md").read_text()
-    assert "| direction | conv_norm | loss_ema | resnet34: train | resnet34: test |" in table
+    assert "| direction | conv_norm | loss_ema | max_lr_ratio | resnet34: train | resnet34: test |" in table
     lines = [line for line in table.splitlines() if line.startswith("| gate") or line.startswith("| signed")]
-    assert lines[0] == "| gate | kernel_fro | 0.0 | 0.800 ± 0.000 (<SGD) | 1.200 ± 0.000 (<SGD) |"  # the default first
-    assert lines[1] == "| signed | relative | 0.9 | 1.300 ± 0.000 (>SGD) | 1.700 ± 0.000 (>SGD) |"
+    assert lines[0] == "| gate | kernel_fro | 0.0 | 1.0 | 0.800 ± 0.000 (<SGD) | 1.200 ± 0.000 (<SGD) |"  # the default
+    assert "| signed | kernel_fro | 0.0 | 4.0 | 0.700 ± 0.000 (<SGD) | 1.100 ± 0.000 (<SGD) |" in lines
+    assert "| signed | relative | 0.9 | 1.0 | 1.300 ± 0.000 (>SGD) | 1.700 ± 0.000 (>SGD) |" in lines
     assert (
         "Variants that change the ranking against SGD (the other side of SGD than the default): "
-        "signed/relative/0.9 on resnet34 (train loss); signed/relative/0.9 on resnet34 (test loss)" in table
+        "signed/relative/0.9/1.0 on resnet34 (train loss); signed/relative/0.9/1.0 on resnet34 (test loss)" in table
     )
     assert (report / "ablation_rates.png").stat().st_size > 1000
     assert "![Ablation](ablation_rates.png)" in (report / "report.md").read_text()
