@@ -5,8 +5,9 @@ own, e.g. `sgd+cosine` — five rates spaced by √10 around its configured rate
 the experiment's own budget. The lowest final validation loss wins (a diverged run counts as +∞; a failed run
 stops the tuning with its error; ties go to the smaller rate). A winner on an edge of the grid extends it by one
 rate on that side, at most `tune.max_extend` times; LLb-SGD's grid also grows until it reaches above SGD's best
-rate on the same network (its rates only fall from α0, so α0 must be able to exceed SGD's). Tuning runs are ordinary runs of the experiment (same
-directory, content-addressed, resumable), launched by `llbbench run -m` with any `hydra/launcher`. The result is
+rate on the same network (its rates only fall from α0, so α0 must be able to exceed SGD's). Tuning runs are
+ordinary runs of the experiment (same directory, content-addressed, resumable), launched by `llbbench run -m`
+with any `hydra/launcher`. The result is
 `<results_dir>/<experiment_name>/tuning.json`; `llbbench run -m experiment=NAME tuned=true` then runs the grid at
 the winners, on every fold, and finds the tuning fold's winning run already done.
 """
