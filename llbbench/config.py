@@ -268,6 +268,7 @@ class SaddleConfig:
     probe: int = _at_least(1, 512)
     snapshot_every: int = _at_least(1, 5)
     escape_drop: float = _at_least(0.0, 0.1)
+    tune: bool = True
 
 
 @dataclass

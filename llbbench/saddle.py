@@ -86,6 +86,33 @@ def trajectory(cfg: DictConfig) -> dict[str, Any]:
             "setup": setup, "probe": (probe_images, probe_labels)}  # fmt: skip
 
 
+def tuned_escapes(overrides: list[str], s: Any) -> dict[str, Any]:
+    """Each optimizer at its tuned rate: five rates spaced by √10 around its configured one, tried on the tuning
+    seed (`saddle.seeds`, one none of the compared seeds uses); the earliest escape wins (never or diverged: the
+    budget plus one; ties: the smaller rate); then every compared seed at the winner."""
+    from .tuning import configured_rate, grid_around
+
+    seed = s.seeds
+    record: dict[str, Any] = {"seed": seed, "grid": {}, "tuning_steps": {}, "rates": {}, "escapes": {}, "statuses": {}}
+    with tqdm(total=len(OPTIMIZERS) * (5 + s.seeds), unit="run", desc="saddle (tuned)", disable=None) as progress:
+        for name in OPTIMIZERS:
+            optimizer = OmegaConf.to_container(compose(overrides, name, seed).optimizer, resolve=True)
+            grid = grid_around(configured_rate(optimizer))
+            steps = []
+            for rate in grid:
+                result = trajectory(compose([*overrides, f"optimizer.lr={rate!r}"], name, seed))
+                escaped = result["status"] == "completed" and result["escape"] is not None
+                steps.append(result["escape"] if escaped else s.steps + 1)
+                progress.update()
+            winner = grid[steps.index(min(steps))]
+            runs = [trajectory(compose([*overrides, f"optimizer.lr={winner!r}"], name, k)) for k in range(s.seeds)]
+            progress.update(s.seeds)
+            record["grid"][name], record["tuning_steps"][name], record["rates"][name] = grid, steps, winner
+            record["escapes"][name] = [r["escape"] for r in runs]
+            record["statuses"][name] = [r["status"] for r in runs]
+    return record
+
+
 def blew_up(losses: list[float]) -> bool:
     """A trajectory that left the region of the saddle: its probe loss non-finite or above 1.5 times the start's
     (it would stretch the plane's principal components over its own flight)."""
@@ -157,6 +184,7 @@ def measure(overrides: list[str], rerun: bool = False) -> Path:
                 bar.update()
             if seed == 0:
                 drawn = plane(paths)
+    tuned = tuned_escapes(overrides, s) if s.tune else None
     record = {
         "identity": key,
         "scale": first.scale,
@@ -171,6 +199,7 @@ def measure(overrides: list[str], rerun: bool = False) -> Path:
         "statuses": statuses,
         "probe_losses": losses,
         "plane": drawn,
+        **({"tuned": tuned} if tuned else {}),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, allow_nan=False) + "\n")

@@ -78,6 +78,16 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     return [o for o in overrides if o not in hydra], hydra
 
 
+def configured_rate(optimizer: dict[str, Any]) -> float:
+    """An optimizer config's rate (resolved): its `lr`, or the preset's when the YAML leaves it null."""
+    rate = optimizer["lr"]
+    if rate is None:
+        from . import optim
+
+        rate = optim.get(optimizer["name"]).hparams(optimizer.get("preset", "torch"))["lr"]
+    return float(rate)
+
+
 def candidates(
     overrides: list[str], hydra_overrides: list[str] | tuple[str, ...] = ()
 ) -> tuple[list[Tuned], DictConfig]:
@@ -100,13 +110,8 @@ def candidates(
         values = OmegaConf.to_container(cfg, resolve=True)
         key = (values["model"]["name"], optimizer_variant(values["optimizer"], values["train"]))
         if key not in found:
-            center = values["optimizer"]["lr"]
-            if center is None:  # the preset's value
-                from . import optim
-
-                spec = optim.get(values["optimizer"]["name"])
-                center = spec.hparams(values["optimizer"].get("preset", "torch"))["lr"]
-            found[key] = Tuned(*key, configured=float(center), fold=fold, grid=grid_around(float(center)),
+            center = configured_rate(values["optimizer"])
+            found[key] = Tuned(*key, configured=center, fold=fold, grid=grid_around(center),
                                overrides=list(point))  # fmt: skip
     if not found:
         raise ValueError(f"the sweep has no run on the tuning fold tune.fold={fold}")
