@@ -180,7 +180,7 @@ def _tuned_lr(configured: Any, *, _root_: DictConfig) -> Any:
     It never raises: with `tuned=true` and no winner it gives RATE, and `check` then names what is missing."""
     if not _root_.get("tuned", False):
         return configured
-    from .tuning import tuned_rate
+    from .runs import tuned_rate
 
     try:
         return tuned_rate(_root_)
@@ -461,7 +461,7 @@ def check(cfg: DictConfig) -> DictConfig:
     if typed.fold is not None and typed.fold >= typed.cv.folds:
         raise ConfigError(f"fold={typed.fold} is out of range: use 0..{typed.cv.folds - 1} (cv.folds) or none")
     if typed.tuned:
-        from .tuning import tuned_rate
+        from .runs import tuned_rate
 
         tuned_rate(cfg)  # a missing winner is named here, before any run starts
     return typed

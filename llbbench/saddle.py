@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 
 from . import config, optim, train
 from . import data as datasets
+from .paper import OPTIMIZERS
+from .runs import SADDLE_FILE as FILE
 
 log = logging.getLogger(__name__)
-FILE = "saddle.json"
-OPTIMIZERS = ("llb", "sgd", "pathsgd", "nag", "adagrad", "adam", "adadelta", "rmsprop", "esgd")  # the paper's nine
 GRID = 25  # points a side of the loss surface on the plane
 
 

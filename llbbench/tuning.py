@@ -26,8 +26,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from . import config
-from .report.runs import TUNING_FILE, optimizer_variant, read_tuning
-from .runs import blew_up, final_status
+from .runs import TUNING_FILE, blew_up, final_status, optimizer_variant, read_tuning
 from .sweeps import sweep_points
 
 
@@ -217,28 +216,3 @@ def merged(earlier: list[dict[str, Any]], tuned: list[dict[str, Any]]) -> list[d
     fresh = {(e["network"], e["optimizer"]): e for e in tuned}
     kept = [fresh.pop((e["network"], e["optimizer"]), e) for e in earlier]
     return kept + list(fresh.values())
-
-
-def tuned_rate(cfg: DictConfig) -> float:
-    """The winner in tuning.json for the network and optimizer of the run `cfg` (read key by key: this serves
-    the resolver of `optimizer.lr` itself)."""
-    optimizer = {"name": cfg.optimizer.name, "groups": OmegaConf.select(cfg, "optimizer.groups", default="layer")}
-    variant = optimizer_variant(optimizer, {"schedule": OmegaConf.select(cfg, "train.schedule", default="constant")})
-    return winner(cfg.results_dir, cfg.experiment_name, cfg.model.name, variant)
-
-
-def winner(results_dir: str | Path, experiment: str, network: str, optimizer: str) -> float:
-    """The tuned rate of (network, optimizer) from the experiment's tuning.json; `ValueError` naming what is missing."""
-    path = Path(results_dir) / experiment / TUNING_FILE
-    if not path.exists():
-        raise ValueError(
-            f"tuned=true needs {path}: run `llbbench tune experiment={experiment}` (with the same overrides) first"
-        )
-    entries = read_tuning(path)
-    for entry in entries:
-        if entry["network"] == network and entry["optimizer"] == optimizer and entry.get("winner") is not None:
-            return float(entry["winner"])
-    raise ValueError(
-        f"tuned=true: {path} has no tuned rate for {network} × {optimizer}; run `llbbench tune "
-        f"experiment={experiment}` with this sweep's overrides to add it"
-    )

@@ -25,7 +25,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from llbbench import cli, config, train, tuning
+from llbbench import cli, config, runs, train, tuning
 from llbbench.data import predecoded
 from llbbench.preflight import launcher_problem, problem
 from llbbench.report import build_report
@@ -468,7 +468,7 @@ def test_tune_keeps_the_other_entries_of_tuning_json_and_follows_a_sweep_restric
     assert {optimizer for optimizer, _ in calls} == {"sgd"}
     entries = json.loads(path.read_text())
     assert [e["optimizer"] for e in entries] == ["adam", "sgd"] and entries[0] == adam
-    assert tuning.winner(tmp_path, "quickstart", "smallcnn", "adam") == 0.001
+    assert runs.winner(tmp_path, "quickstart", "smallcnn", "adam") == 0.001
 
 
 @pytest.mark.parametrize(

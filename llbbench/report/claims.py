@@ -13,16 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .runs import (
-    CLASSES,
-    FINISHED,
-    NETWORKS,
-    OPTIMIZER_NAMES,
-    OPTIMIZERS,
-    optimizer_label,
-    ordered,
-    test_over_train,
-)
+from ..paper import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, PAPER_NETWORKS
+from .runs import CLASSES, FINISHED, optimizer_label, ordered, test_over_train
 from .stats import (
     CONTRADICTED,
     HOLDS,
@@ -40,7 +32,6 @@ LEARNED = 0.9  # a network learned when its best optimizer's final training loss
 HARDLY = 0.10  # "hardly depends": a spread (max − min) / mean of at most 10%
 SPEEDUP = 3.0  # "about 4× faster": the interval of the speed-up ratio lies above 3
 SMOOTH = 5  # claim 1: the training loss of steps.csv as a trailing mean over this many logged rows
-PAPER_NETWORKS = NETWORKS[:6]
 SAME_SETTING = ["model", "optimizer", "batch_size", "init", "lr"]  # what a claim's cell of runs shares but folds
 
 

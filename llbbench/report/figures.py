@@ -17,7 +17,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # figures without pyplot: no global state, no display backend
 
 from .. import optim  # the optimizers only: the report never imports the training code
-from .runs import FINISHED, NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, layer_rates, optimizer_label, ordered
+from ..paper import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS
+from .runs import FINISHED, layer_rates, optimizer_label, ordered
 
 DECAY_K = 0.9  # Fig. 6: the paper's k of α0/(1+kt) and α0·e^(−kt), t in epochs
 SADDLE_START = (1.0, 0.01)

@@ -17,42 +17,15 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ..runs import blew_up, identity
+from ..paper import OPTIMIZER_NAMES
+from ..runs import SADDLE_FILE, TUNING_FILE, blew_up, identity, optimizer_variant, read_tuning
 
-# the paper's order, for rows and columns
-NETWORKS = ("resnet34", "resnet50", "alexnet", "vgg16", "googlenet", "resnet152", "smallcnn")
-OPTIMIZERS = ("llb", "sgd", "pathsgd", "nag", "adagrad", "adam", "adadelta", "rmsprop", "esgd")
-OPTIMIZER_NAMES = {
-    "llb": "LLb-SGD",
-    "sgd": "SGD",
-    "pathsgd": "Path-SGD",
-    "nag": "NAG",
-    "adagrad": "Adagrad",
-    "adam": "Adam",
-    "adadelta": "Adadelta",
-    "rmsprop": "RMSProp",
-    "esgd": "ESGD",
-}
-INITS = ("uniform", "normal", "xavier", "msra", "default")
-TUNING_FILE = "tuning.json"  # beside an experiment's run directories, written by `llbbench tune`
-SADDLE_FILE = "saddle.json"  # Fig. 8 on a network, written by `llbbench saddle`
 # how a run's rate came about: the configured rate (the paper's protocol), a tuned winner, both at once, or
 # another rate of a tuning grid (a tuning run only: it enters no table but Table 1's tuning grids)
 ONE_SHOT, TUNED, BOTH, TUNING = "one-shot", "tuned", "both", "tuning"
 SKIP_FOLDERS = {".submitit", ".sweeps", ".hydra", "report"}
 FINISHED = ("completed", "stopped")  # statuses whose final metrics count (a stopped run met its stop rule)
 CLASSES = {"cifar10": 10, "imagenet": 1000}  # for runs that do not record their number of classes
-
-
-def optimizer_variant(optimizer: dict[str, Any], train: dict[str, Any]) -> str:
-    """The optimizer as a comparison names it: its name, then `+<schedule>` for a schedule other than constant
-    and `+global` for LLb-SGD with one shared rate (e.g. `sgd+cosine`, `llb+global`)."""
-    label = optimizer["name"]
-    if train.get("schedule", "constant") != "constant":
-        label += f"+{train['schedule']}"
-    if optimizer.get("groups", "layer") == "global":
-        label += "+global"
-    return label
 
 
 def optimizer_label(variant: str) -> str:
@@ -109,45 +82,6 @@ def load_tunings(runs: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
         if file.exists():
             found[folder] = read_tuning(file)
     return found
-
-
-def read_tuning(file: Path) -> list[dict[str, Any]]:
-    """The entries of a tuning.json, each checked: `ValueError` naming the file and the first bad entry."""
-    fix = "fix it, or move it away and run llbbench tune again"
-    try:
-        entries = json.loads(file.read_text())
-    except ValueError as e:
-        raise ValueError(f"{file} is not valid JSON ({e}): {fix}") from None
-    if not isinstance(entries, list):
-        raise ValueError(f"{file} holds a {type(entries).__name__}, not a list of entries: {fix}")
-    for i, entry in enumerate(entries):
-        problem = _tuning_problem(entry)
-        if problem is not None:
-            name = f" ({entry.get('network')} × {entry.get('optimizer')})" if isinstance(entry, dict) else ""
-            raise ValueError(f"{file}: entry {i}{name}: {problem}: {fix}")
-    return entries
-
-
-def _tuning_problem(entry: Any) -> str | None:
-    """What is wrong with one entry of tuning.json, or None."""
-
-    def rate(value: Any) -> bool:
-        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-    if not isinstance(entry, dict):
-        return f"{entry!r} is not an entry (an object with network, optimizer, grid, val_loss, winner)"
-    missing = [key for key in ("network", "optimizer", "grid", "val_loss", "configured") if key not in entry]
-    if missing:
-        return f"{', '.join(missing)} missing"
-    if not isinstance(entry["grid"], list) or not all(rate(r) for r in entry["grid"]):
-        return f"grid {entry['grid']!r} is not a list of positive rates"
-    if not isinstance(entry["val_loss"], list) or len(entry["val_loss"]) != len(entry["grid"]):
-        return f"val_loss {entry['val_loss']!r} does not give one loss (or null) per rate of the grid"
-    if not rate(entry["configured"]):
-        return f"configured rate {entry['configured']!r} is not a positive number"
-    if entry.get("winner") is not None and not rate(entry["winner"]):
-        return f"winner {entry['winner']!r} is not a positive number"
-    return None
 
 
 def load_saddle(roots: Iterable[str | Path]) -> dict[str, Any] | None:

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..paper import INITS, NETWORKS, OPTIMIZERS, PAPER_NETWORKS
 from ..runs import BLOW_UP
 from .runs import (
     FINISHED,
-    INITS,
-    NETWORKS,
-    OPTIMIZERS,
     by_setting,
     main_setting,
     one_shot,
@@ -150,7 +148,6 @@ class Table:
 
 
 TIED = "≈"
-PAPER_NETWORKS = NETWORKS[:6]
 
 
 def grid_table(

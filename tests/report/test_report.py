@@ -216,8 +216,8 @@ def test_a_blown_up_curve_leaves_the_panel_readable_and_is_named():
 
 
 def test_every_optimizer_and_control_of_table_2_looks_different_and_a_control_takes_its_base_colour():
+    from llbbench.paper import OPTIMIZERS
     from llbbench.report.figures import optimizer_style
-    from llbbench.report.runs import OPTIMIZERS
 
     variants = [*OPTIMIZERS, "llb+global", "sgd+cosine", "sgd+inverse_time"]
     looks = [(style["color"], style.get("ls", "-"), style["lw"]) for style in map(optimizer_style, variants)]

@@ -1,0 +1,84 @@
+"""The package's import graph (every import, also those inside functions): no circle, the libraries at the
+bottom (optim, models, data) import nothing else of llbbench, and the tune command does not import the report
+it feeds."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "llbbench"
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for file in PACKAGE.rglob("*.py"):
+        parts = file.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = file
+    return found
+
+
+def imports() -> dict[str, set[str]]:
+    """Module → the llbbench modules it imports."""
+    mods = modules()
+    graph: dict[str, set[str]] = {name: set() for name in mods}
+    for name, file in mods.items():
+        package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(file.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package
+                for _ in range(max(node.level - 1, 0)):
+                    base = base.rpartition(".")[0]
+                stem = (f"{base}.{node.module}" if node.module else base) if node.level else node.module
+                targets = [f"{stem}.{alias.name}" for alias in node.names]
+            for target in targets:
+                while target and target not in mods:
+                    target = target.rpartition(".")[0]
+                if target and target != name and not name.startswith(target + "."):
+                    graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, state, path = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                found.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_the_import_graph_has_no_circle():
+    assert cycles(imports()) == []
+
+
+def test_the_check_finds_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_the_libraries_import_nothing_else_of_llbbench():
+    graph = imports()
+    for library in ("llbbench.optim", "llbbench.models", "llbbench.data"):
+        for name, targets in graph.items():
+            if name == library or name.startswith(library + "."):
+                outside = {t for t in targets if not (t == library or t.startswith(library + "."))}
+                assert not outside, f"{name} imports {sorted(outside)}"
+
+
+def test_the_tune_command_does_not_import_the_report():
+    graph = imports()
+    assert not {t for t in graph["llbbench.tuning"] if t.startswith("llbbench.report")}
