@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import precision
 from .distributed import resolve_sync_bn
-from .optim._checks import tensors_in
+from .optim.common import tensors_in
 
 STATUSES = ("completed", "diverged", "stopped", "failed")
 CHECKPOINT = "checkpoint.pt"

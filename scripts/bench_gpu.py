@@ -39,7 +39,7 @@ from PIL import Image
 
 from llbbench import models, optim, precision, train
 from llbbench.config import compose
-from llbbench.optim._checks import tensors_in
+from llbbench.optim.common import tensors_in
 from llbbench.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent

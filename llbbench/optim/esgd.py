@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ._checks import averaged_over_workers, check_values, distributed, load_shared_state
+from .common import averaged_over_workers, check_values, distributed, load_shared_state
 
 __all__ = ["ESGD"]
 

@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from ._checks import check_values, load_shared_state
+from .common import averaged_over_workers, check_values, distributed, load_shared_state
 
 __all__ = ["CONV_NORMS", "DIRECTIONS", "FC_NORMS", "GROUPINGS", "KINDS", "LLbSGD", "NonFiniteLoss", "layer_groups"]
 
@@ -167,7 +166,8 @@ class LLbSGD(torch.optim.Optimizer):
         params = list(params)
         if params and not isinstance(params[0], dict):
             params = [{"params": [p], "name": f"param{i}"} for i, p in enumerate(params)]
-        # None: keep the loss bookkeeping on the device on CUDA (no host sync), in Python floats on the CPU
+        # the loss, its history and δ are float64 tensors on the parameters' device; sync_free=False reads the loss
+        # back once a step to check it (finite, positive); None: True on CUDA (no host sync), False on the CPU
         self.sync_free = sync_free
         self._constants: dict[tuple, torch.Tensor] = {}  # per-group values as device tensors, made once
         super().__init__(params, defaults)
@@ -226,11 +226,10 @@ class LLbSGD(torch.optim.Optimizer):
                 "LLbSGD.step needs the mini-batch loss: call optimizer.step(loss=loss) or optimizer.step(closure)"
             )
         device = self.param_groups[0]["params"][0].device
-        on_device = self.sync_free if self.sync_free is not None else device.type == "cuda"
-        if on_device:  # δ and the loss history as device tensors: no host sync (a non-finite loss shows in the rates)
-            delta = self._direction_on_device(self._shared_loss_tensor(loss, device))
-        else:
-            delta = self._direction(self._shared_loss(loss))
+        value = self._shared_loss(loss, device)
+        if not (self.sync_free if self.sync_free is not None else device.type == "cuda"):
+            self._check_loss(float(value))  # the one host sync of the step; on CUDA the rates show a bad loss
+        delta = self._direction(value)
         rates = self._new_rates(delta)
         layers = [_Layer.of(group, k) for k, group in enumerate(self.param_groups)]
         active = [layer for layer in layers if layer is not None]
@@ -244,18 +243,14 @@ class LLbSGD(torch.optim.Optimizer):
         self.state[_GLOBAL] = {**self.state[_GLOBAL], "rates": rates, "variations": variations}
         return loss
 
-    def _shared_loss(self, loss: torch.Tensor | float) -> float:
-        """The loss as a float, averaged across workers when torch.distributed is initialized; it must be
-        positive and finite, as every direction assumes."""
-        if dist.is_available() and dist.is_initialized():
-            device = self.param_groups[0]["params"][0].device
-            if dist.get_backend() == "gloo":
-                device = torch.device("cpu")
-            value = torch.as_tensor(loss, dtype=torch.float64).detach().to(device).clone()
-            dist.all_reduce(value, op=dist.ReduceOp.SUM)
-            value = value.item() / dist.get_world_size()
-        else:
-            value = float(loss)  # the one host sync of the step
+    def _shared_loss(self, loss: torch.Tensor | float, device: torch.device) -> torch.Tensor:
+        """The loss as a float64 scalar on `device`, averaged across workers under torch.distributed (without a
+        host sync)."""
+        value = torch.as_tensor(loss, dtype=torch.float64).detach().to(device)
+        return averaged_over_workers([value])[0] if distributed() else value
+
+    def _check_loss(self, value: float) -> None:
+        """Every direction assumes a positive, finite loss: `NonFiniteLoss` or `ValueError` otherwise."""
         direction = self.defaults["direction"]
         if not math.isfinite(value):
             raise NonFiniteLoss(f"LLbSGD: the loss given to step is {value} (direction={direction!r}): diverged")
@@ -264,47 +259,22 @@ class LLbSGD(torch.optim.Optimizer):
                 f"LLbSGD: the loss given to step is {value}, but direction={direction!r} assumes a positive loss "
                 "(as cross-entropy is); a non-positive loss would invert the rule. Shift the loss to be positive."
             )
-        return value
 
-    def _shared_loss_tensor(self, loss: torch.Tensor | float, device: torch.device) -> torch.Tensor:
-        """The loss as a float64 scalar on `device`, averaged across workers under torch.distributed; unchecked
-        (checking it would sync): a non-finite loss makes the rates, then the weights, non-finite, which the
-        training loop records as diverged."""
-        value = torch.as_tensor(loss, dtype=torch.float64).detach().to(device)
-        if dist.is_available() and dist.is_initialized():
-            gathered = value.to("cpu") if dist.get_backend() == "gloo" else value.clone()
-            dist.all_reduce(gathered, op=dist.ReduceOp.SUM)
-            value = gathered.to(device) / dist.get_world_size()
-        return value
-
-    def _direction_on_device(self, loss: torch.Tensor) -> torch.Tensor:
-        """`_direction` with tensors: the same arithmetic, so the same δ bit for bit."""
+    def _direction(self, loss: torch.Tensor) -> torch.Tensor:
+        """δ^t from the loss history (kept in the optimizer state as float64 tensors), which it then advances."""
         history = self.state[_GLOBAL]
         beta = self.defaults["loss_ema"]
-        previous = history.get("loss")
+        previous = history.get("loss")  # L^{t−1}, or the smoothed L̃^{t−1} (a float in older checkpoints)
         if previous is not None:
             previous = torch.as_tensor(previous, dtype=torch.float64, device=loss.device)
-        current = loss if previous is None or beta == 0 else beta * previous + (1 - beta) * loss
-        self.state[_GLOBAL] = {**history, "loss": current, "step": history.get("step", 0) + 1}
-        if previous is None:
-            return torch.zeros((), dtype=torch.float64, device=loss.device)
-        return direction_tensor(self.defaults["direction"], current, previous, self.defaults["threshold"])
-
-    def _direction(self, loss: float) -> float:
-        """δ^t from the loss history (kept in the optimizer state), which it then advances."""
-        history = self.state[_GLOBAL]
-        beta = self.defaults["loss_ema"]
-        previous = history.get("loss")  # L^{t−1}, or the smoothed L̃^{t−1}
-        if isinstance(previous, torch.Tensor):  # kept on the device by a run there (a resume on the CPU)
-            previous = float(previous)
         current = loss if previous is None or beta == 0 else beta * previous + (1 - beta) * loss
         # a new dict, not an update in place: a state_dict taken earlier stays as it was
         self.state[_GLOBAL] = {**history, "loss": current, "step": history.get("step", 0) + 1}
         if previous is None:
-            return 0.0  # first step: no previous loss, δ^1 = 0
-        return direction_value(self.defaults["direction"], current, previous, self.defaults["threshold"])
+            return torch.zeros((), dtype=torch.float64, device=loss.device)  # first step: δ^1 = 0
+        return direction_delta(self.defaults["direction"], current, previous, self.defaults["threshold"])
 
-    def _new_rates(self, delta: float | torch.Tensor) -> torch.Tensor:
+    def _new_rates(self, delta: torch.Tensor) -> torch.Tensor:
         """α^t = clip(α^{t−1} · exp(−ξ δ F), min_lr_ratio · α0, max_lr_ratio · α0) for every layer at once (float64,
         no sync); with `groups=global`, F is the mean of the groups' variations, so every rate stays the same."""
         groups = self.param_groups
@@ -331,45 +301,26 @@ class LLbSGD(torch.optim.Optimizer):
             variations = torch.cat([variations, torch.zeros_like(initial[len(variations) :])])
         if self.defaults["groups"] == "global":
             variations = variations.mean().expand_as(variations)
-        if isinstance(delta, torch.Tensor):  # on the device: no test of δ on the host
-            rates = torch.where(delta != 0, rates * torch.exp(-delta * per_group("xi") * variations), rates)
-        elif delta != 0.0:
-            rates = rates * torch.exp(-delta * per_group("xi") * variations)
+        rates = torch.where(delta != 0, rates * torch.exp(-delta * per_group("xi") * variations), rates)
         floor, ceiling = initial * per_group("min_lr_ratio"), initial * per_group("max_lr_ratio")
         return torch.minimum(torch.maximum(rates, floor), ceiling)
 
 
-def direction_value(direction: str, loss: float, previous: float, threshold: float = 0.0) -> float:
-    """δ^t for the (possibly smoothed) loss L^t and its predecessor L^{t−1} (docs/llb-sgd.md, item 4)."""
-    if direction == "gate":
-        return loss if previous - loss < threshold else 0.0
-    if direction == "signed":
-        return loss * (loss > previous) - loss * (loss < previous)
-    if direction == "loss":
-        return loss
-    if direction == "extrapolate":
-        return max(0.0, 2 * loss - previous)
-    if direction == "ratio":
-        return loss / max(previous, _EPS)  # a zero previous loss would divide by zero
-    raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
-
-
-def direction_tensor(
-    direction: str, loss: torch.Tensor, previous: torch.Tensor, threshold: float = 0.0
-) -> torch.Tensor:
-    """`direction_value` on float64 device scalars (no host sync), the same arithmetic."""
+def direction_delta(name: str, loss: torch.Tensor, previous: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """δ^t for the (possibly smoothed) loss L^t and its predecessor L^{t−1} (docs/llb-sgd.md, item 4), on float64
+    scalars wherever they live (no host sync)."""
     zero = torch.zeros_like(loss)
-    if direction == "gate":
+    if name == "gate":
         return torch.where(previous - loss < threshold, loss, zero)
-    if direction == "signed":
+    if name == "signed":
         return loss * (loss > previous) - loss * (loss < previous)
-    if direction == "loss":
+    if name == "loss":
         return loss
-    if direction == "extrapolate":
+    if name == "extrapolate":
         return torch.clamp_min(2 * loss - previous, 0.0)
-    if direction == "ratio":
-        return loss / torch.clamp_min(previous, _EPS)
-    raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
+    if name == "ratio":
+        return loss / torch.clamp_min(previous, _EPS)  # a zero previous loss would divide by zero
+    raise ValueError(f"unknown direction {name!r}; valid: {', '.join(DIRECTIONS)}")
 
 
 class _Layer:

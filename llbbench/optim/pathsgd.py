@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ._checks import averaged_over_workers, check_values, distributed, load_shared_state
+from .common import averaged_over_workers, check_values, distributed, load_shared_state
 
 __all__ = ["NORMALIZE", "PathSGD", "path_kappa"]
 

@@ -196,6 +196,31 @@ def _first_reach(steps: pd.DataFrame, target: float) -> int | None:
     return int(reached["step"].iloc[0]) if len(reached) else None
 
 
+def _speedups(of: pd.DataFrame) -> tuple[list[float], list[float], list[str]]:
+    """One network's claim-1 measurement per fold: (ratios, ceilings, notes) of the folds with both runs."""
+    ratios, ceilings, notes = [], [], []
+    for fold in sorted(of["fold"].dropna().unique()):
+        pair = {o: of[(of["fold"] == fold) & (of["optimizer"] == o)] for o in ("llb", "sgd")}
+        if any(p.empty for p in pair.values()):
+            continue
+        sgd, llb = (_smoothed_steps(pair[o]["path"].iloc[0]) for o in ("sgd", "llb"))
+        if sgd is None or llb is None or sgd.empty or llb.empty:
+            notes.append(f"fold {fold}: no steps.csv")
+            continue
+        if pair["sgd"]["status"].iloc[0] == "diverged" or not np.isfinite(sgd["smooth"].iloc[-1]):
+            notes.append(f"fold {fold}: SGD diverged, no target")
+            continue
+        target = float(sgd["smooth"].iloc[-1])
+        mine = _first_reach(llb, target) if pair["llb"]["status"].iloc[0] != "diverged" else None
+        stride = int(llb["step"].diff().dropna().median()) if len(llb) > 1 else 1
+        reach = _first_reach(sgd, target)
+        ratios.append(reach / (mine if mine is not None else int(llb["step"].iloc[-1]) + stride))
+        ceilings.append(reach / int(llb["step"].iloc[0]))
+        shown = f"{mine} steps" if mine is not None else "never"
+        notes.append(f"fold {fold}: target {target:.4f}, SGD {reach} steps, LLb-SGD {shown}")
+    return ratios, ceilings, notes
+
+
 def speedup(runs: pd.DataFrame) -> Claim:
     claim = Claim(
         1,
@@ -213,28 +238,7 @@ def speedup(runs: pd.DataFrame) -> Claim:
     )
     tests, shown = {}, {}
     for network, of in networks_that_learned(claim, runs):
-        ratios, ceilings, notes = [], [], []
-        for fold in sorted(of["fold"].dropna().unique()):
-            pair = {o: of[(of["fold"] == fold) & (of["optimizer"] == o)] for o in ("llb", "sgd")}
-            if any(p.empty for p in pair.values()):
-                continue
-            sgd, llb = (_smoothed_steps(pair[o]["path"].iloc[0]) for o in ("sgd", "llb"))
-            if sgd is None or llb is None or sgd.empty or llb.empty:
-                notes.append(f"fold {fold}: no steps.csv")
-                continue
-            if pair["sgd"]["status"].iloc[0] == "diverged" or not np.isfinite(sgd["smooth"].iloc[-1]):
-                notes.append(f"fold {fold}: SGD diverged, no target")
-                continue
-            target = float(sgd["smooth"].iloc[-1])
-            mine = _first_reach(llb, target) if pair["llb"]["status"].iloc[0] != "diverged" else None
-            stride = int(llb["step"].diff().dropna().median()) if len(llb) > 1 else 1
-            reach = _first_reach(sgd, target)
-            ratios.append(reach / (mine if mine is not None else int(llb["step"].iloc[-1]) + stride))
-            ceilings.append(reach / int(llb["step"].iloc[0]))
-            notes.append(
-                f"fold {fold}: target {target:.4f}, SGD {reach} steps, LLb-SGD "
-                + (f"{mine} steps" if mine is not None else "never")
-            )
+        ratios, ceilings, notes = _speedups(of)
         if not ratios:
             continue
         log_ratio = fold_interval(np.log(ratios), of)

@@ -184,20 +184,9 @@ def grid_table(
                     missing.append(f"{title} × {label(value)}")
                 if metric == "train_loss" and text == DIVERGED:
                     diverged.append(f"{title} × {label(value)} ({record['diverged']} of {record['runs']} runs)")
-            scores = {j: c["mean"] for j, c in cells.items() if c["mean"] is not None and not c["diverged"]}
-            if scores and metric in LOWER_IS_BETTER:
-                best = (min if LOWER_IS_BETTER[metric] else max)(scores.values())
-                winners = [j for j, score in scores.items() if score == best]
-                for j in winners:
-                    bold.add((len(rows), j))
-                    cells[j]["best"] = True
-                for j in set(scores) - set(winners):
-                    difference = t_interval(
-                        (folds[j] - folds[winners[0]]).dropna(), test_over_train=test_over_train(of)
-                    )
-                    if difference.n >= 2 and difference.includes(0.0):
-                        tied.add((len(rows), j))
-                        cells[j]["tied"] = True
+            for j, mark in _best_and_tied(cells, folds, metric, test_over_train(of)).items():
+                (bold if mark == "best" else tied).add((len(rows), j))
+                cells[j][mark] = True
             rows.append(row)
             records += cells.values()
     notes = [
@@ -216,6 +205,24 @@ def grid_table(
             if network not in set(runs["model"]):
                 rows.append([network, "not run at small scale", *[""] * len(values)])
     return Table(name, caption, header, rows, bold, notes, pd.DataFrame(records), tied)
+
+
+def _best_and_tied(
+    cells: dict[int, dict], folds: dict[int, pd.Series], metric: str, test_over_train: float
+) -> dict[int, str]:
+    """The columns of one row that are its best ("best") or statistically tied with it ("tied": the corrected
+    interval of the paired differences with the best includes zero, over two folds or more)."""
+    scores = {j: c["mean"] for j, c in cells.items() if c["mean"] is not None and not c["diverged"]}
+    if not scores or metric not in LOWER_IS_BETTER:
+        return {}
+    best = (min if LOWER_IS_BETTER[metric] else max)(scores.values())
+    winners = [j for j, score in scores.items() if score == best]
+    marks = dict.fromkeys(winners, "best")
+    for j in sorted(set(scores) - set(winners)):
+        difference = t_interval((folds[j] - folds[winners[0]]).dropna(), test_over_train=test_over_train)
+        if difference.n >= 2 and difference.includes(0.0):
+            marks[j] = "tied"
+    return marks
 
 
 def _by_fold(runs: pd.DataFrame, metric: str) -> pd.Series:

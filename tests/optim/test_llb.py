@@ -489,8 +489,8 @@ def test_two_gloo_workers_keep_identical_rates_when_their_losses_differ(tmp_path
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("loss_ema", [0.0, 0.9])
 def test_the_device_side_bookkeeping_gives_the_same_run_bit_for_bit(direction, loss_ema):
-    """sync_free=True (the default on CUDA) keeps δ and the loss history as device tensors: the same weights and
-    rates as the Python-float bookkeeping, over steps where the loss rises and falls."""
+    """sync_free=True (the default on CUDA) skips the host check of the loss: the same weights and rates as with
+    it, over steps where the loss rises and falls."""
     options = {"lr": 0.3, "xi": 2.0, "direction": direction, "loss_ema": loss_ema, "weight_decay": 1e-3}
     finals = []
     for sync_free in (False, True):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from llbbench import optim
-from llbbench.optim._checks import tensors_in, to_device
+from llbbench.optim.common import tensors_in, to_device
 
 SHARED_KEYS = {"llb": "llb", "esgd": "esgd", "pathsgd": "pathsgd"}
 

@@ -1,6 +1,6 @@
-"""What the optimizers share: argument checks (one clear `ValueError` where a bad value enters), moving their
-optimizer-wide state to their parameters' device after a load, and averaging tensors over torch.distributed's
-workers."""
+"""What the optimizers share, public for the harness, scripts and tests: argument checks (one clear `ValueError`
+where a bad value enters), finding and moving their optimizer-wide state (onto their parameters' device after a
+load), and averaging tensors over torch.distributed's workers."""
 
 from __future__ import annotations
 
