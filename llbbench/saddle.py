@@ -86,10 +86,11 @@ def trajectory(cfg: DictConfig) -> dict[str, Any]:
             "setup": setup, "probe": (probe_images, probe_labels)}  # fmt: skip
 
 
-def tuned_escapes(overrides: list[str], s: Any) -> dict[str, Any]:
+def tuned_escapes(overrides: list[str], s: Any, configured: dict[str, tuple[list, list]]) -> dict[str, Any]:
     """Each optimizer at its tuned rate: five rates spaced by √10 around its configured one, tried on the tuning
     seed (`saddle.seeds`, one none of the compared seeds uses); the earliest escape wins (never or diverged: the
-    budget plus one; ties: the smaller rate); then every compared seed at the winner."""
+    budget plus one; ties: the smaller rate); then every compared seed at the winner (a winner that is the
+    configured rate reuses `configured`: each optimizer's escapes and statuses at it, measured already)."""
     from .tuning import configured_rate, grid_around
 
     seed = s.seeds
@@ -105,11 +106,14 @@ def tuned_escapes(overrides: list[str], s: Any) -> dict[str, Any]:
                 steps.append(result["escape"] if escaped else s.steps + 1)
                 progress.update()
             winner = grid[steps.index(min(steps))]
-            runs = [trajectory(compose([*overrides, f"optimizer.lr={winner!r}"], name, k)) for k in range(s.seeds)]
+            if winner == grid[2]:  # the configured rate: its trajectories are those measured already
+                escapes, statuses = configured[name]
+            else:
+                runs = [trajectory(compose([*overrides, f"optimizer.lr={winner!r}"], name, k)) for k in range(s.seeds)]
+                escapes, statuses = [r["escape"] for r in runs], [r["status"] for r in runs]
             progress.update(s.seeds)
             record["grid"][name], record["tuning_steps"][name], record["rates"][name] = grid, steps, winner
-            record["escapes"][name] = [r["escape"] for r in runs]
-            record["statuses"][name] = [r["status"] for r in runs]
+            record["escapes"][name], record["statuses"][name] = escapes, statuses
     return record
 
 
@@ -184,7 +188,7 @@ def measure(overrides: list[str], rerun: bool = False) -> Path:
                 bar.update()
             if seed == 0:
                 drawn = plane(paths)
-    tuned = tuned_escapes(overrides, s) if s.tune else None
+    tuned = tuned_escapes(overrides, s, {n: (escapes[n], statuses[n]) for n in OPTIMIZERS}) if s.tune else None
     record = {
         "identity": key,
         "scale": first.scale,
