@@ -460,6 +460,7 @@ class Checkpointer:
         self.every = 60.0 * minutes or math.inf
         self.started = self.saved = time.perf_counter()
         self.saved_step: int | None = None  # the step of the checkpoint on disk
+        self.writing = False
 
     def seconds(self, progress: Progress) -> float:
         """Training seconds so far, earlier processes of the run included."""
@@ -474,8 +475,19 @@ class Checkpointer:
         rng = self.setup.world.gather(rng_state())
         if self.record.write:
             state = checkpoint_state(self.setup, self.run_identity, progress, self.seconds(progress), rng)
+            self.writing = True  # a Ctrl-C from here on may find the new file in place before saved_step says so
             self.record.write_checkpoint(state)
-        self.saved, self.saved_step = time.perf_counter(), progress.steps
+        self.saved, self.saved_step, self.writing = time.perf_counter(), progress.steps, False
+
+    def step_on_disk(self) -> int | None:
+        """The step of the checkpoint on disk (None: none yet), also when a write was interrupted."""
+        if not self.writing:
+            return self.saved_step
+        try:
+            state = self.record.read_checkpoint()
+        except CheckpointError:
+            return None
+        return None if state is None else int(state["progress"]["steps"])
 
 
 def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run_identity: dict[str, Any]) -> str:
@@ -500,8 +512,8 @@ def train(setup: Setup, cfg: DictConfig, record: RunDir, progress: Progress, run
             if status is not None:
                 return status
     except KeyboardInterrupt:
-        kept = (f"its checkpoint of step {checkpointer.saved_step} is kept" if checkpointer.saved_step is not None
-                else "no checkpoint was written yet")  # fmt: skip
+        on_disk = checkpointer.step_on_disk()
+        kept = f"its checkpoint of step {on_disk} is kept" if on_disk is not None else "no checkpoint was written yet"
         raise Interrupted(f"interrupted at step {progress.steps} (epoch {progress.epoch}); {kept} in {record.path}: "
                           "run the same command to go on from there") from None  # fmt: skip
     finally:
