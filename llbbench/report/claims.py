@@ -172,8 +172,9 @@ def decide(claim: Claim, rows: dict[str, dict[str, Part]]) -> dict[str, dict[str
     """Every part's outcome, Holm-corrected over all parts of the claim (rows: row → part → test)."""
     flat = {(row, part): test for row, parts in rows.items() for part, test in parts.items()}
     outcomes = holm(flat)
-    if len(flat) > 1:
-        claim.corrected = len([t for t in flat.values() if t.fixed is None])
+    tested = [t for t in flat.values() if t.fixed is None and not math.isnan(t.interval.p_value(t.threshold))]
+    if len(tested) > 1:  # Holm's family: the tests with a p-value (one fold gives none)
+        claim.corrected = len(tested)
     return {row: {part: outcomes[(row, part)] for part in parts} for row, parts in rows.items()}
 
 
