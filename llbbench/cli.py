@@ -44,7 +44,9 @@ def _run(cfg: DictConfig) -> str:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from . import distributed, sweeps, train  # imported here so that `llbbench --help` stays fast
+    from . import run as one_run  # imported here so that `llbbench --help` stays fast
+    from .backend import distributed
+    from .commands import sweeps
 
     rank = distributed.process_rank()  # of a run trained by several processes (torchrun, Slurm tasks)
     if rank > 0:
@@ -59,13 +61,13 @@ def _run(cfg: DictConfig) -> str:
         sweeps.announce(run_dir)
     logging.raiseExceptions = False  # a log file on a full disk: no traceback of logging's own per record
     try:
-        status = train.execute(cfg, run_dir)
+        status = one_run.execute(cfg, run_dir)
     except (ValueError, FileNotFoundError) as e:  # bad input: nothing was trained, nothing is recorded
         print(f"llbbench run: error: {e}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.RUN:
             sys.exit(2)
         status = "failed"  # in a sweep the other runs go on
-    except train.NoSpace as e:  # the same for every run of a sweep: it stops
+    except one_run.NoSpace as e:  # the same for every run of a sweep: it stops
         print(f"llbbench run: error: {e}", file=sys.stderr)
         sys.exit(1)
     if rank == 0:
@@ -93,7 +95,7 @@ def run(argv: list[str]) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from . import config  # registers the config's resolvers
-    from .distributed import process_rank
+    from .backend.distributed import process_rank
 
     if process_rank() > 0:  # torchrun's other processes: rank 0 writes Hydra's files in the run directory
         argv = [*argv, "hydra.output_subdir=null"]
@@ -190,7 +192,7 @@ def saddle(argv: list[str]) -> int:
     answered = _help_or_bad_option("saddle", argv, SADDLE_HELP)
     if answered is not None:
         return answered
-    from . import saddle as measurement
+    from .commands import saddle as measurement
 
     overrides = [a for a in argv if a != "rerun=true"]
     if not any(a.startswith("experiment=") for a in overrides):
@@ -221,7 +223,7 @@ def tune(argv: list[str]) -> int:
     answered = _help_or_bad_option("tune", argv, TUNE_HELP)
     if answered is not None:
         return answered
-    from . import tuning
+    from .commands import tune as tuning
 
     def work() -> str:
         path = tuning.tune(argv)

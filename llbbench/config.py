@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from .schedules import SCHEDULES
+from .optim.schedules import SCHEDULES
 
 CONFIG_PACKAGE = "llbbench.conf"
 SEARCH_PATH = f"pkg://{CONFIG_PACKAGE}"
@@ -125,7 +125,7 @@ def _run_id(*, _root_: DictConfig) -> str:
     It never raises (Hydra would print its own traceback): a config that cannot be resolved gets the id
     `<network>-<optimizer>-invalid`, and `check` then says what is wrong before anything is written there.
     """
-    from .runs import run_id
+    from .records.run import run_id
 
     try:
         config = OmegaConf.masked_copy(_root_, [key for key in _root_ if key != "hydra"])
@@ -146,7 +146,7 @@ def _world_size(*, _root_: DictConfig) -> Any:
     It never raises: a malformed `WORLD_SIZE` is returned as it is, and `check` refuses it."""
     import os
 
-    from .distributed import ENV_WORLD_SIZE
+    from .backend.distributed import ENV_WORLD_SIZE
 
     if ENV_WORLD_SIZE in os.environ:
         value = os.environ[ENV_WORLD_SIZE]
@@ -180,7 +180,7 @@ def _tuned_lr(configured: Any, *, _root_: DictConfig) -> Any:
     It never raises: with `tuned=true` and no winner it gives RATE, and `check` then names what is missing."""
     if not _root_.get("tuned", False):
         return configured
-    from .runs import tuned_rate
+    from .records.tuning import tuned_rate
 
     try:
         return tuned_rate(_root_)
@@ -461,7 +461,7 @@ def check(cfg: DictConfig) -> DictConfig:
     if typed.fold is not None and typed.fold >= typed.cv.folds:
         raise ConfigError(f"fold={typed.fold} is out of range: use 0..{typed.cv.folds - 1} (cv.folds) or none")
     if typed.tuned:
-        from .runs import tuned_rate
+        from .records.tuning import tuned_rate
 
         tuned_rate(cfg)  # a missing winner is named here, before any run starts
     return typed

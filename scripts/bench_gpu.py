@@ -3,7 +3,7 @@
 On the device it runs on (a GPU when there is one), in one process:
 - training images/s of each network (forward, backward, SGD step on a random batch): the CIFAR form at batch 128
   and the ImageNet form at batch 256 (or the largest of 256, 128, 64, 32 that fits), under fp32, tf32 and bf16,
-  each with and without channels_last (without only, on the CPU: llbbench/precision.py);
+  each with and without channels_last (without only, on the CPU: llbbench/backend/precision.py);
 - the harness's step (autocast, LLb-SGD through `optim.backward_and_step`) against a bare PyTorch loop with
   `torch.optim.SGD` on the same batch: their time ratio;
 - CIFAR batching's share of an epoch (cutting and normalizing the batches of the device-held uint8 tensor,
@@ -37,10 +37,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from llbbench import models, optim, precision, train
+from llbbench import models, optim
+from llbbench import run as one_run
+from llbbench.backend import precision
 from llbbench.config import compose
 from llbbench.optim.common import tensors_in
-from llbbench.runs import environment
+from llbbench.records.environment import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = ("resnet34", "resnet50", "alexnet", "vgg16", "googlenet", "resnet152")
@@ -224,7 +226,7 @@ def folder_against_arrays(args, device) -> dict[str, float | bool]:
         digests = {}
         for fmt in ("folder", "predecoded"):
             start = time.perf_counter()
-            summary = train.run(compose([*base, f"dataset.format={fmt}"]), Path(tmp) / fmt)
+            summary = one_run.run(compose([*base, f"dataset.format={fmt}"]), Path(tmp) / fmt)
             out[f"{fmt}_seconds"] = time.perf_counter() - start
             digests[fmt] = summary["model_sha256"]
         out["same_weights"] = digests["folder"] == digests["predecoded"]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from llbbench import models
-from llbbench.runs import environment
+from llbbench.records.environment import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = ("resnet34", "resnet50", "resnet152", "alexnet", "vgg16", "googlenet")

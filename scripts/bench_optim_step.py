@@ -22,7 +22,7 @@ import torch
 import torchvision
 
 from llbbench.optim import LLbSGD, layer_groups
-from llbbench.runs import environment
+from llbbench.records.environment import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHT_DECAY = 5e-4

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from llbbench import models, optim
 from llbbench.optim import path_kappa
-from llbbench.runs import environment
+from llbbench.records.environment import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTIMIZERS = {

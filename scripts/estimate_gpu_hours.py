@@ -32,8 +32,8 @@ from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from llbbench import models
+from llbbench.commands.sweeps import sweep_points
 from llbbench.config import CONFIG_PACKAGE  # importing it registers the config's resolvers
-from llbbench.sweeps import sweep_points
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ("table2_cifar10", "table2_imagenet", "table3_batch", "table4_init", "fig7_lr")

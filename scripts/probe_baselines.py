@@ -15,7 +15,8 @@ import warnings
 
 import torch
 
-from llbbench import models, saddle
+from llbbench import models
+from llbbench.commands import saddle
 from llbbench.optim import path_kappa
 
 

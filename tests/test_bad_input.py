@@ -25,11 +25,14 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from llbbench import cli, config, runs, train, tuning
+from llbbench import cli, config
+from llbbench import run as one_run
+from llbbench.commands import tune as tuning
+from llbbench.commands.preflight import launcher_problem, problem
 from llbbench.data import predecoded
-from llbbench.preflight import launcher_problem, problem
+from llbbench.records import tuning as tuning_file
+from llbbench.records.run import CHECKPOINT
 from llbbench.report import build_report
-from llbbench.runs import CHECKPOINT
 from tests.conftest import llbbench, write_cifar, write_image_folder
 from tests.report.test_report import write_run
 from tests.test_tuning import TINY, _fake_launch
@@ -59,12 +62,12 @@ def test_a_crafted_checkpoint_runs_nothing_is_refused_in_one_line_and_rerun_move
     marker.unlink()
     crafted = (run_dir / CHECKPOINT).read_bytes()
     with pytest.raises(ValueError) as refused:
-        train.run(make_config("train.epochs=1"), run_dir)
+        one_run.run(make_config("train.epochs=1"), run_dir)
     message = str(refused.value)
     assert message.startswith(f"{run_dir / CHECKPOINT} holds Python objects other than tensors and plain values")
     assert "nothing of it was run; rerun=true moves it aside (to checkpoint.pt.corrupt)" in message
     assert "\n" not in message and not marker.exists()
-    assert train.run(make_config("train.epochs=1", "rerun=true"), run_dir)["status"] == "completed"
+    assert one_run.run(make_config("train.epochs=1", "rerun=true"), run_dir)["status"] == "completed"
     assert not marker.exists() and (run_dir / f"{CHECKPOINT}.corrupt").read_bytes() == crafted
 
 
@@ -76,7 +79,7 @@ def test_a_crafted_cifar_batch_runs_nothing_and_is_refused(make_config, tmp_path
     assert marker.exists()
     marker.unlink()
     with pytest.raises(ValueError) as refused:
-        train.prepare(make_config(f"dataset.root={root}"))
+        one_run.prepare(make_config(f"dataset.root={root}"))
     assert str(refused.value).startswith(f"CIFAR-10 batch file {path} asks to build ")
     assert "which no CIFAR-10 batch holds: refused, nothing of it was run" in str(refused.value)
     assert not marker.exists()
@@ -89,7 +92,7 @@ def test_cifar_batches_pickled_as_the_official_release_names_numpy_still_load(ma
         data = path.read_bytes()
         assert b"numpy._core.multiarray" in data
         path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
-    setup = train.prepare(make_config(f"dataset.root={root}"))
+    setup = one_run.prepare(make_config(f"dataset.root={root}"))
     assert len(setup.data.train) + len(setup.data.val) == 600
 
 
@@ -197,7 +200,7 @@ def test_missing_cifar_names_the_folder_and_both_ways_to_get_it(make_config, tmp
 
 def test_a_subset_smaller_than_classes_times_folds_is_refused(make_config):
     with pytest.raises(ValueError, match=r"dataset.subset=30 is too small for 10 classes in 5 folds: use at least 50"):
-        train.prepare(make_config("dataset.subset=30"))
+        one_run.prepare(make_config("dataset.subset=30"))
 
 
 def test_a_cifar_label_outside_the_classes_names_the_file(make_config, tmp_path):
@@ -207,7 +210,7 @@ def test_a_cifar_label_outside_the_classes_names_the_file(make_config, tmp_path)
     batch["labels"][5] = 11
     path.write_bytes(pickle.dumps(batch, protocol=2))
     with pytest.raises(ValueError, match=rf"{path}: label 11 of image 5 is outside the classes 0..9"):
-        train.prepare(make_config(f"dataset.root={root}"))
+        one_run.prepare(make_config(f"dataset.root={root}"))
 
 
 def _folder(tmp_path: Path) -> Path:
@@ -222,7 +225,7 @@ def test_empty_image_files_are_named_and_counted(make_config, tmp_path):
     for name in ("cat/a_empty.JPEG", "dog/b_empty.png"):
         (root / "train" / name).write_bytes(b"")
     with pytest.raises(ValueError, match=r"a_empty.JPEG is empty \(zero bytes\) and 1 more of the split's 17 images"):
-        train.prepare(make_config(*FOLDER, f"dataset.root={root}"))
+        one_run.prepare(make_config(*FOLDER, f"dataset.root={root}"))
 
 
 def test_unreadable_images_are_named_and_counted_and_the_run_is_failed(make_config, tmp_path):
@@ -230,7 +233,7 @@ def test_unreadable_images_are_named_and_counted_and_the_run_is_failed(make_conf
     for name in ("cat/a_text.JPEG", "fish/b_text.png"):
         (root / "train" / name).write_text("not an image")
     cfg = make_config(*FOLDER, f"dataset.root={root}", "fold=none", "train.batch_size=4", "train.epochs=1")
-    assert train.execute(cfg, tmp_path / "run") == "failed"
+    assert one_run.execute(cfg, tmp_path / "run") == "failed"
     error = json.loads((tmp_path / "run" / "summary.json").read_text())["error"]["message"]
     assert error.startswith(f"unreadable image {root / 'train' / 'cat' / 'a_text.JPEG'} (")
     assert error.endswith("; 1 more of the split's 17 images are unreadable too; remove or replace them")
@@ -368,7 +371,7 @@ def test_an_option_a_command_does_not_take_gets_its_usage():
 
 def test_a_finite_blow_up_is_diverged_and_the_summary_says_it_blew_up(make_config, tmp_path):
     cfg = make_config("optimizer=sgd", "optimizer.lr=30", "train.epochs=1", "dataset.subset=200", "cv.folds=2")
-    assert train.execute(cfg, tmp_path / "run") == "diverged"
+    assert one_run.execute(cfg, tmp_path / "run") == "diverged"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     loss = summary["final"]["train_loss"]
     assert math.isfinite(loss) and loss > 2 * math.log(10)
@@ -378,7 +381,7 @@ def test_a_finite_blow_up_is_diverged_and_the_summary_says_it_blew_up(make_confi
 def test_a_diverged_runs_summary_is_strict_json(make_config, tmp_path):
     """The last steps' weights blow up: the epoch's training loss is finite, its test loss is not (null)."""
     cfg = make_config("optimizer=sgd", "optimizer.lr=1e6", "train.epochs=1", "dataset.subset=100", "cv.folds=2")
-    assert train.execute(cfg, tmp_path / "run") == "diverged"
+    assert one_run.execute(cfg, tmp_path / "run") == "diverged"
     text = (tmp_path / "run" / "summary.json").read_text()
 
     def refuse(constant: str) -> None:
@@ -468,7 +471,7 @@ def test_tune_keeps_the_other_entries_of_tuning_json_and_follows_a_sweep_restric
     assert {optimizer for optimizer, _ in calls} == {"sgd"}
     entries = json.loads(path.read_text())
     assert [e["optimizer"] for e in entries] == ["adam", "sgd"] and entries[0] == adam
-    assert runs.winner(tmp_path, "quickstart", "smallcnn", "adam") == 0.001
+    assert tuning_file.winner(tmp_path, "quickstart", "smallcnn", "adam") == 0.001
 
 
 @pytest.mark.parametrize(
@@ -527,29 +530,29 @@ CHECKPOINT_DAMAGE = [
                          ids=[c[0] for c in CHECKPOINT_DAMAGE])  # fmt: skip
 def test_a_damaged_checkpoint_is_named_and_rerun_moves_it_aside(make_config, tmp_path, damage, problem_text, aside):
     run_dir = tmp_path / "run"
-    train.run(make_config("train.epochs=1", "keep_checkpoint=true"), run_dir)
+    one_run.run(make_config("train.epochs=1", "keep_checkpoint=true"), run_dir)
     (run_dir / "summary.json").unlink()  # as if it had been killed after its checkpoint
     damage(run_dir / CHECKPOINT)
     damaged = (run_dir / CHECKPOINT).read_bytes()
     with pytest.raises(ValueError) as refused:
-        train.run(make_config("train.epochs=1"), run_dir)
+        one_run.run(make_config("train.epochs=1"), run_dir)
     assert str(refused.value).startswith(f"{run_dir / CHECKPOINT} {problem_text}")
     assert str(refused.value).endswith(f"rerun=true moves it aside (to {CHECKPOINT}.{aside}) and trains the run from "
                                        "scratch")  # fmt: skip
     assert "\n" not in str(refused.value)
-    summary = train.run(make_config("train.epochs=1", "rerun=true"), run_dir)
+    summary = one_run.run(make_config("train.epochs=1", "rerun=true"), run_dir)
     assert summary["status"] == "completed" and summary["resumed_at_steps"] == []
     assert (run_dir / f"{CHECKPOINT}.{aside}").read_bytes() == damaged
 
 
 def test_another_configs_checkpoint_is_refused_and_rerun_moves_it_aside(make_config, tmp_path):
     run_dir = tmp_path / "run"
-    train.run(make_config("train.epochs=1", "seed=1", "keep_checkpoint=true"), run_dir)
+    one_run.run(make_config("train.epochs=1", "seed=1", "keep_checkpoint=true"), run_dir)
     foreign = (run_dir / CHECKPOINT).read_bytes()
     with pytest.raises(ValueError, match=r"checkpoint.pt belongs to another config; rerun=true moves it aside \(to "
                                          r"checkpoint.pt.foreign\)"):  # fmt: skip
-        train.run(make_config("train.epochs=1"), run_dir)
-    assert train.run(make_config("train.epochs=1", "rerun=true"), run_dir)["status"] == "completed"
+        one_run.run(make_config("train.epochs=1"), run_dir)
+    assert one_run.run(make_config("train.epochs=1", "rerun=true"), run_dir)["status"] == "completed"
     assert (run_dir / f"{CHECKPOINT}.foreign").read_bytes() == foreign
 
 
@@ -581,7 +584,7 @@ def test_a_bad_image_is_named_in_one_line(make_config, tmp_path, damage, message
     cfg = make_config(*FOLDER, f"dataset.root={root}", "fold=none", "train.batch_size=4", "train.epochs=1")
     found = problem(cfg)  # found before anything runs, or when the run reads it
     if found is None:
-        assert train.execute(cfg, tmp_path / "run") == "failed"
+        assert one_run.execute(cfg, tmp_path / "run") == "failed"
         found = json.loads((tmp_path / "run" / "summary.json").read_text())["error"]["message"]
     assert found.startswith(message.format(path=path)) and "\n" not in found, found
 
@@ -609,7 +612,7 @@ def _predecoded(make_config, tmp_path):
     cfg = make_config(*FOLDER, f"dataset.root={root}", "dataset.format=predecoded")
     options = OmegaConf.to_container(config.check(cfg).dataset, enum_to_str=True)
     predecoded.prepare(options, options["fingerprint"])
-    train.prepare(cfg)  # fresh: it loads
+    one_run.prepare(cfg)  # fresh: it loads
     return root, cfg, options
 
 
@@ -626,7 +629,7 @@ def test_predecoded_arrays_go_stale_when_an_image_is_rewritten_at_the_same_size(
     again = make_config(*FOLDER, f"dataset.root={root}", "dataset.format=predecoded")
     assert again.dataset.fingerprint == cfg.dataset.fingerprint  # the same data identity: the same run ids
     with pytest.raises(ValueError, match=r"are stale \(files changed since they were written\); run again: "):
-        train.prepare(again)
+        one_run.prepare(again)
 
 
 def _truncate_array(out: Path) -> None:
@@ -647,7 +650,7 @@ def test_damaged_predecoded_arrays_name_the_file_and_the_command_with_the_runs_o
     root, cfg, _ = _predecoded(make_config, tmp_path)
     damage(root / ".predecoded")
     with pytest.raises(ValueError) as refused:
-        train.prepare(cfg)
+        one_run.prepare(cfg)
     text = str(refused.value)
     assert text.startswith(message.format(out=root / ".predecoded")) and "\n" not in text
     assert text.endswith(COMMAND.format(root=root))
@@ -657,11 +660,11 @@ def test_the_suggested_prepare_data_command_makes_the_run_load(make_config, tmp_
     root, cfg, _ = _predecoded(make_config, tmp_path)
     _truncate_array(root / ".predecoded")
     with pytest.raises(ValueError) as refused:
-        train.prepare(cfg)
+        one_run.prepare(cfg)
     command = str(refused.value).split("run again: llbbench ", 1)[1].split()
     done = llbbench(*command, "dataset.num_workers=0")
     assert done.returncode == 0, done.stderr
-    train.prepare(cfg)  # the loop is closed: the arrays now match the run
+    one_run.prepare(cfg)  # the loop is closed: the arrays now match the run
 
 
 # --- interrupted runs: Ctrl-C, a full disk, a read-only folder ---

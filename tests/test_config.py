@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llbbench import train
+from llbbench import run as one_run
 from llbbench.config import CONFIG_PACKAGE, config_dir
 
 GROUPS = ("dataset", "model", "optimizer", "init")
@@ -21,7 +21,7 @@ def test_every_group_entry_composes_and_builds(make_config, image_root, group, e
     extra = [f"dataset.root={image_root}", "dataset.num_workers=0"] if folder else []
     cfg = make_config(f"{group}={entry}", *extra)
     assert cfg[group].name == CONTROLS.get(entry, entry)
-    setup = train.prepare(cfg)
+    setup = one_run.prepare(cfg)
     assert setup.spec.name == cfg.optimizer.name
     assert len(setup.data.train) + len(setup.data.val) == (18 if folder else 600)
 
@@ -48,7 +48,7 @@ def test_the_controls_are_their_optimizer_with_a_schedule_or_one_global_rate(mak
 
 
 def test_fold_none_trains_on_everything(make_config):
-    setup = train.prepare(make_config("fold=none"))
+    setup = one_run.prepare(make_config("fold=none"))
     assert setup.data.val is None and len(setup.data.train) == 600
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from llbbench import distributed
-from llbbench.distributed import World
-from llbbench.runs import CHECKPOINT
+from llbbench.backend import distributed
+from llbbench.backend.distributed import World
+from llbbench.records.run import CHECKPOINT
 from tests.conftest import llbbench
 
 # an MLP (no BatchNorm, no dropout: every process computes exactly what one process would), 480 training images

@@ -1,4 +1,4 @@
-"""One run per GPU (llbbench/gpus.py): concurrent claims get distinct GPUs; a claim waits while all are held;
+"""One run per GPU (llbbench/backend/gpus.py): concurrent claims get distinct GPUs; a claim waits while all are held;
 a run asks for one only with device=auto on a machine with several. Tested on the CPU: the claims are lock files."""
 
 from __future__ import annotations
@@ -6,8 +6,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 
-from llbbench import gpus, train
+from llbbench import run as one_run
+from llbbench.backend import gpus
+from llbbench.run import execution
 
 
 def test_concurrent_claims_get_distinct_gpus_and_release_them(tmp_path):
@@ -48,15 +51,15 @@ def test_only_device_auto_on_several_gpus_claims_one(device, count, claims):
 def test_execute_runs_on_the_claimed_gpu(make_config, tmp_path, monkeypatch):
     seen = {}
 
-    def fake_run(cfg, run_dir):
-        seen["device"] = cfg.device
+    def fake_run(cfg, run_dir, device=None):
+        seen["device"] = device
         return {"status": "completed"}
 
-    monkeypatch.setattr(train.torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(train.torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(train, "run", fake_run)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(execution, "run", fake_run)
     monkeypatch.setenv("LLBBENCH_GPU_LOCKS", str(tmp_path / "locks"))
     cfg = make_config("device=auto")
     with gpus.claim(2, tmp_path / "locks") as taken:  # another run holds one GPU
-        assert train.execute(cfg, tmp_path / "run") == "completed"
+        assert one_run.execute(cfg, tmp_path / "run") == "completed"
     assert seen["device"] == f"cuda:{1 - taken}"

@@ -1,6 +1,6 @@
-"""The package's import graph (every import, also those inside functions): no circle, the libraries at the
-bottom (optim, models, data) import nothing else of llbbench, and the tune command does not import the report
-it feeds."""
+"""The package's import graph (every import, also those inside functions): no circle, no import from a layer
+below to one above (`LAYERS`), the libraries at the bottom (optim, models, data, backend) import nothing else of
+llbbench, and the tune command does not import the report it feeds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,23 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "llbbench"
+# bottom to top: a module may import its own layer and those below it, never one above
+LAYERS = (
+    ("llbbench.optim", "llbbench.models", "llbbench.data", "llbbench.backend"),  # libraries
+    ("llbbench.paper",),  # what the paper defines
+    ("llbbench.records",),  # what runs leave on disk
+    ("llbbench.config",),
+    ("llbbench.run",),  # one run
+    ("llbbench.commands", "llbbench.report"),
+    ("llbbench.cli", "llbbench.__main__", "llbbench"),
+)
+
+
+def layer(module: str) -> int:
+    for rank, names in enumerate(LAYERS):
+        if any(module == name or module.startswith(name + ".") for name in names):
+            return rank
+    raise AssertionError(f"{module} is in no layer of LAYERS: add it")
 
 
 def modules() -> dict[str, Path]:
@@ -70,9 +87,27 @@ def test_the_check_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
 
 
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    return [
+        f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})"
+        for name, targets in sorted(graph.items())
+        for target in sorted(targets)
+        if layer(target) > layer(name)
+    ]
+
+
+def test_no_import_runs_up_the_layers():
+    assert upward(imports()) == []
+
+
+def test_the_check_finds_an_upward_import():
+    graph = {"llbbench.records.run": {"llbbench.run.loop"}, "llbbench.cli": {"llbbench.run"}}
+    assert upward(graph) == ["llbbench.records.run (layer 2) imports llbbench.run.loop (layer 4)"]
+
+
 def test_the_libraries_import_nothing_else_of_llbbench():
     graph = imports()
-    for library in ("llbbench.optim", "llbbench.models", "llbbench.data"):
+    for library in LAYERS[0]:
         for name, targets in graph.items():
             if name == library or name.startswith(library + "."):
                 outside = {t for t in targets if not (t == library or t.startswith(library + "."))}
@@ -81,4 +116,4 @@ def test_the_libraries_import_nothing_else_of_llbbench():
 
 def test_the_tune_command_does_not_import_the_report():
     graph = imports()
-    assert not {t for t in graph["llbbench.tuning"] if t.startswith("llbbench.report")}
+    assert not {t for t in graph["llbbench.commands.tune"] if t.startswith("llbbench.report")}

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llbbench.runs import dependency_versions
+from llbbench.records.environment import dependency_versions
 from tests.conftest import write_cifar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +45,8 @@ def test_every_package_the_code_imports_is_declared():
 
 def test_every_package_of_llbbench_is_listed_for_the_wheel():
     found = {".".join(p.relative_to(ROOT).parent.parts) for p in (ROOT / "llbbench").rglob("__init__.py")}
-    listed = re.search(r"^packages = \[(.*)\]$", PYPROJECT, re.MULTILINE).group(1)
-    assert {name.strip().strip('"') for name in listed.split(",")} == found | {"llbbench.conf"}
+    listed = re.search(r"^packages = \[(.*?)\]$", PYPROJECT, re.MULTILINE | re.DOTALL).group(1)
+    assert {name.strip().strip('"') for name in listed.split(",") if name.strip()} == found | {"llbbench.conf"}
 
 
 def test_the_wheel_carries_its_config_and_runs_outside_the_checkout(tmp_path):

@@ -8,8 +8,9 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from llbbench import precision, train
-from llbbench.runs import identity, run_id
+from llbbench import run as one_run
+from llbbench.backend import precision
+from llbbench.records.run import identity, run_id
 
 
 def test_auto_is_fp32_on_the_cpu_and_bad_values_are_named():
@@ -30,8 +31,8 @@ def test_a_bf16_run_trains_under_autocast_and_records_it(make_config, tmp_path, 
         return real(numeric, device)
 
     monkeypatch.setattr(precision, "autocast", spy)
-    bf16 = train.run(make_config("train.precision=bf16", "train.epochs=1"), tmp_path / "bf16")
-    fp32 = train.run(make_config("train.epochs=1"), tmp_path / "fp32")
+    bf16 = one_run.run(make_config("train.precision=bf16", "train.epochs=1"), tmp_path / "bf16")
+    fp32 = one_run.run(make_config("train.epochs=1"), tmp_path / "fp32")
     assert bf16["status"] == fp32["status"] == "completed"
     assert set(seen) == {"bf16", "fp32"} and seen[0] == "bf16"
     assert bf16["model_sha256"] != fp32["model_sha256"]  # bfloat16 forward passes: other weights
@@ -44,8 +45,8 @@ def test_a_bf16_run_trains_under_autocast_and_records_it(make_config, tmp_path, 
 
 def test_channels_last_is_refused_on_the_cpu_with_the_reason(make_config, tmp_path):
     with pytest.raises(ValueError, match=r"train\.channels_last=true on the CPU: PyTorch's CPU backward"):
-        train.prepare(make_config("train.channels_last=true"))
-    assert train.prepare(make_config("train.channels_last=false")).channels_last is False
+        one_run.prepare(make_config("train.channels_last=true"))
+    assert one_run.prepare(make_config("train.channels_last=false")).channels_last is False
 
 
 def test_the_identity_holds_the_resolved_values_and_keeps_older_runs_ids(make_config):
@@ -65,5 +66,5 @@ def test_the_identity_holds_the_resolved_values_and_keeps_older_runs_ids(make_co
 def test_optimizers_with_second_order_or_model_passes_train_under_bf16(make_config, tmp_path, name):
     """ESGD's Hessian-vector products and Path-SGD's κ run in step(), outside the autocast of the forward pass."""
     cfg = make_config(f"optimizer={name}", "optimizer.lr=0.01", "train.precision=bf16", "train.epochs=1")
-    summary = train.run(cfg, tmp_path / name)
+    summary = one_run.run(cfg, tmp_path / name)
     assert summary["status"] == "completed" and summary["final"]["train_loss"] < 2.3

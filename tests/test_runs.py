@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from llbbench import train
-from llbbench.runs import CHECKPOINT, RunLock, identity, run_id
+from llbbench import run as one_run
+from llbbench.records.run import CHECKPOINT, RunLock, identity, run_id
+from llbbench.run import execution, loop
 from tests.conftest import llbbench, llbbench_background, write_cifar, write_image_folder
 
 
@@ -80,12 +81,12 @@ def test_identity_keeps_the_result_defining_values(make_config):
 
 def test_a_finished_run_is_skipped_and_rerun_trains_it_again(make_config, tmp_path):
     cfg = make_config("train.epochs=1")
-    assert train.execute(cfg, tmp_path / "run") == "completed"
+    assert one_run.execute(cfg, tmp_path / "run") == "completed"
     summary = (tmp_path / "run" / "summary.json").read_text()
     assert not (tmp_path / "run" / CHECKPOINT).exists()  # removed on completion
-    assert train.execute(cfg, tmp_path / "run") == "skipped"
+    assert one_run.execute(cfg, tmp_path / "run") == "skipped"
     assert (tmp_path / "run" / "summary.json").read_text() == summary
-    assert train.execute(make_config("train.epochs=1", "rerun=true"), tmp_path / "run") == "completed"
+    assert one_run.execute(make_config("train.epochs=1", "rerun=true"), tmp_path / "run") == "completed"
     rows = list(csv.DictReader((tmp_path / "run" / "epochs.csv").open()))
     assert len(rows) == 1  # started over, not appended
 
@@ -93,23 +94,23 @@ def test_a_finished_run_is_skipped_and_rerun_trains_it_again(make_config, tmp_pa
 def test_a_failed_run_is_trained_again_on_the_next_start(make_config, tmp_path, monkeypatch):
     """`failed` is recorded but not final: once its cause is gone, the same run trains (diverged would stay)."""
     cfg = make_config("train.epochs=1")
-    real_train = train.train
+    real_train = execution.train
 
     def broken(*args, **kwargs):
         raise OSError("the disk went away")
 
-    monkeypatch.setattr(train, "train", broken)
-    assert train.execute(cfg, tmp_path / "run") == "failed"
+    monkeypatch.setattr(execution, "train", broken)
+    assert one_run.execute(cfg, tmp_path / "run") == "failed"
     failed = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert failed["status"] == "failed" and failed["error"]["message"] == "the disk went away"
-    monkeypatch.setattr(train, "train", real_train)
-    assert train.execute(cfg, tmp_path / "run") == "completed"
-    assert train.execute(cfg, tmp_path / "run") == "skipped"
+    monkeypatch.setattr(execution, "train", real_train)
+    assert one_run.execute(cfg, tmp_path / "run") == "completed"
+    assert one_run.execute(cfg, tmp_path / "run") == "skipped"
     assert len(list(csv.DictReader((tmp_path / "run" / "epochs.csv").open()))) == 1
 
 
 def test_keep_checkpoint_keeps_it(make_config, tmp_path):
-    train.execute(make_config("train.epochs=1", "keep_checkpoint=true"), tmp_path / "run")
+    one_run.execute(make_config("train.epochs=1", "keep_checkpoint=true"), tmp_path / "run")
     assert (tmp_path / "run" / CHECKPOINT).exists()
 
 
@@ -226,26 +227,26 @@ def test_an_overlapping_sweep_does_not_train_a_run_that_is_being_trained(cifar_r
 
 def test_the_plateau_rule_stops_a_run(make_config, tmp_path):
     # the loss cannot fall by 10 over a window of 5 steps: the rule stops the run at the second window
-    summary = train.run(make_config("train.plateau={window:5,min_drop:10.0}"), tmp_path / "run")
+    summary = one_run.run(make_config("train.plateau={window:5,min_drop:10.0}"), tmp_path / "run")
     assert summary["status"] == "stopped" and summary["steps"] == 10
     # a rule that always holds never stops it
-    summary = train.run(make_config("train.plateau={window:5,min_drop:-100.0}"), tmp_path / "other")
+    summary = one_run.run(make_config("train.plateau={window:5,min_drop:-100.0}"), tmp_path / "other")
     assert summary["status"] == "completed" and summary["steps"] == 30
 
 
 def test_a_resumed_run_stops_by_the_plateau_rule_where_an_uninterrupted_one_does(make_config, tmp_path, monkeypatch):
     # windows of 8 steps, 15 steps an epoch: the rule stops the run at step 16, in epoch 2
     overrides = ("train.plateau={window:8,min_drop:10.0}", "checkpoint_minutes=0.000001")
-    straight = train.run(make_config(*overrides), tmp_path / "a")
+    straight = one_run.run(make_config(*overrides), tmp_path / "a")
     assert straight["status"] == "stopped" and straight["steps"] == 16
 
     def interrupted(*args, **kwargs):  # the process dies at the end of epoch 1, after a checkpoint at step 14
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(train, "evaluate", interrupted)
-        train.run(make_config(*overrides), tmp_path / "b")
-    resumed = train.run(make_config(*overrides), tmp_path / "b")
+        patch.setattr(loop, "evaluate", interrupted)
+        one_run.run(make_config(*overrides), tmp_path / "b")
+    resumed = one_run.run(make_config(*overrides), tmp_path / "b")
     assert resumed["resumed_at_steps"] == [14]  # inside a window: 6 of its 8 losses came before the interruption
     assert resumed["status"] == "stopped" and resumed["steps"] == 16
     assert resumed["model_sha256"] == straight["model_sha256"]

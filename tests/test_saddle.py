@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from llbbench import saddle
+from llbbench.commands import saddle
 from llbbench.report import build_report
 
 

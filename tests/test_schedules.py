@@ -9,10 +9,11 @@ import math
 import pytest
 from omegaconf import OmegaConf
 
-from llbbench import train
-from llbbench.preflight import problem
-from llbbench.runs import run_id
-from llbbench.schedules import ScheduleFactor
+from llbbench import run as one_run
+from llbbench.commands.preflight import problem
+from llbbench.optim.schedules import ScheduleFactor
+from llbbench.records.run import run_id
+from llbbench.run import loop
 
 
 def test_the_factors_follow_their_formulas():
@@ -38,15 +39,15 @@ def test_a_resumed_run_logs_the_scheduled_rate_of_every_step_as_an_uninterrupted
 ):
     overrides = ("optimizer=sgd", "optimizer.lr=0.05", "train.schedule=inverse_time", "train.schedule_k=2.0",
                  "train.log_every=1", "checkpoint_minutes=0.000001")  # fmt: skip
-    straight = train.run(make_config(*overrides), tmp_path / "a")
+    straight = one_run.run(make_config(*overrides), tmp_path / "a")
 
     def interrupted(*args, **kwargs):  # the process dies at the end of epoch 1, after a mid-epoch checkpoint
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(train, "evaluate", interrupted)
-        train.run(make_config(*overrides), tmp_path / "b")
-    resumed = train.run(make_config(*overrides), tmp_path / "b")
+        patch.setattr(loop, "evaluate", interrupted)
+        one_run.run(make_config(*overrides), tmp_path / "b")
+    resumed = one_run.run(make_config(*overrides), tmp_path / "b")
     assert resumed["resumed_at_steps"] and resumed["model_sha256"] == straight["model_sha256"]
 
     per_epoch = 15  # 480 training images (4 of 5 folds of 600) in batches of 32
@@ -59,7 +60,7 @@ def test_a_resumed_run_logs_the_scheduled_rate_of_every_step_as_an_uninterrupted
 
 def test_llb_rates_stay_under_a_cosine_ceiling(make_config, tmp_path):
     run = tmp_path / "run"
-    train.run(make_config("optimizer.lr=0.1", "train.schedule=cosine", "train.log_every=1"), run)
+    one_run.run(make_config("optimizer.lr=0.1", "train.schedule=cosine", "train.log_every=1"), run)
     rows = _logged(run)
     total = rows[-1][0]
     for step, _, _, lr_max in rows:

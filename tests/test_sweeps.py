@@ -97,7 +97,7 @@ def test_an_experiment_holds_its_own_sweep(cifar_root, tmp_path):
     ],
 )  # fmt: skip
 def test_the_paper_grids_have_the_papers_sizes(scale, sizes):
+    from llbbench.commands.sweeps import sweep_size
     from llbbench.config import compose
-    from llbbench.sweeps import sweep_size
 
     assert {name: sweep_size(compose([f"experiment={name}", f"scale={scale}"], hydra=True)) for name in sizes} == sizes

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from llbbench import train
+from llbbench import run as one_run
+from llbbench.run import loop
 
 
 def read_csv(path):
@@ -20,7 +21,7 @@ def read_csv(path):
 
 def test_two_epoch_run_writes_every_file_and_the_loss_falls(make_config, tmp_path):
     cfg = make_config("optimizer=sgd", "optimizer.lr=0.05")
-    summary = train.run(cfg, tmp_path / "run")
+    summary = one_run.run(cfg, tmp_path / "run")
     run = tmp_path / "run"
 
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -57,15 +58,15 @@ def test_two_epoch_run_writes_every_file_and_the_loss_falls(make_config, tmp_pat
 
 
 def test_same_seed_same_run(make_config, tmp_path):
-    a = train.run(make_config("train.epochs=1"), tmp_path / "a")
-    b = train.run(make_config("train.epochs=1"), tmp_path / "b")
+    a = one_run.run(make_config("train.epochs=1"), tmp_path / "a")
+    b = one_run.run(make_config("train.epochs=1"), tmp_path / "b")
     assert a["final"]["train_loss"] == b["final"]["train_loss"]
     assert a["final"]["test_loss"] == b["final"]["test_loss"]
 
 
 def test_a_huge_learning_rate_is_recorded_as_diverged(make_config, tmp_path):
     cfg = make_config("optimizer=sgd", "optimizer.lr=1e12", "train.log_every=1")
-    summary = train.run(cfg, tmp_path / "run")
+    summary = one_run.run(cfg, tmp_path / "run")
     assert summary["status"] == "diverged"
     assert summary["diverged_at_step"] < 15 and summary["epochs"] == 0
     steps = read_csv(tmp_path / "run" / "steps.csv")
@@ -77,8 +78,8 @@ def test_an_error_while_training_is_recorded_as_failed(make_config, tmp_path, mo
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory, say")
 
-    monkeypatch.setattr(train, "evaluate", broken)
-    summary = train.run(make_config(), tmp_path / "run")
+    monkeypatch.setattr(loop, "evaluate", broken)
+    summary = one_run.run(make_config(), tmp_path / "run")
     assert summary["status"] == "failed"
     assert summary["error"]["type"] == "RuntimeError" and "out of memory" in summary["error"]["message"]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
@@ -99,14 +100,14 @@ def test_an_error_while_training_is_recorded_as_failed(make_config, tmp_path, mo
 )
 def test_bad_input_gets_one_clear_message(make_config, override, message):
     with pytest.raises(ValueError, match=None) as info:
-        train.prepare(make_config("optimizer=sgd", override))
+        one_run.prepare(make_config("optimizer=sgd", override))
     assert message in str(info.value)
 
 
 def test_missing_data_root_names_the_expected_path(make_config, tmp_path):
     cfg = make_config(f"dataset.root={tmp_path / 'empty'}", "dataset.download=false")
     with pytest.raises(FileNotFoundError) as info:
-        train.prepare(cfg)
+        one_run.prepare(cfg)
     assert str(tmp_path / "empty" / "cifar-10-batches-py") in str(info.value)
     assert "dataset.download=true" in str(info.value)
 
@@ -114,7 +115,7 @@ def test_missing_data_root_names_the_expected_path(make_config, tmp_path):
 def test_llb_is_the_default_and_writes_layer_rates(make_config, tmp_path):
     cfg = make_config("optimizer.lr=0.2", "optimizer.xi=5.0")
     assert cfg.optimizer.name == "llb"
-    summary = train.run(cfg, tmp_path / "run")
+    summary = one_run.run(cfg, tmp_path / "run")
     assert summary["status"] == "completed"
     rows = read_csv(tmp_path / "run" / "layer_lrs.csv")
     assert list(rows[0]) == ["step", "conv1", "conv2", "conv3", "fc"]
@@ -129,7 +130,7 @@ def test_llb_is_the_default_and_writes_layer_rates(make_config, tmp_path):
 
 
 def test_a_path_sgd_run_records_kappas_range_per_layer(make_config, tmp_path):
-    summary = train.run(make_config("optimizer=pathsgd", "train.epochs=1"), tmp_path / "run")
+    summary = one_run.run(make_config("optimizer=pathsgd", "train.epochs=1"), tmp_path / "run")
     assert summary["status"] == "completed"
     ranges = summary["optimizer_record"]["kappa_range"]
     assert set(ranges) == {"conv1.weight", "conv2.weight", "conv3.weight", "fc.weight", "fc.bias"}  # BatchNorm: none
@@ -141,8 +142,8 @@ def test_a_path_sgd_run_records_kappas_range_per_layer(make_config, tmp_path):
 def test_eval_every_evaluates_every_nth_epoch_and_always_the_last(make_config, tmp_path):
     """`train.eval_every=2` over 3 epochs: epochs 2 and 3 evaluated, epoch 1 not (NaN, no evaluation time);
     the weights are those of a run that evaluates every epoch."""
-    sparse = train.run(make_config("train.epochs=3", "train.eval_every=2"), tmp_path / "sparse")
-    dense = train.run(make_config("train.epochs=3"), tmp_path / "dense")
+    sparse = one_run.run(make_config("train.epochs=3", "train.eval_every=2"), tmp_path / "sparse")
+    dense = one_run.run(make_config("train.epochs=3"), tmp_path / "dense")
     rows = read_csv(tmp_path / "sparse" / "epochs.csv")
     assert [r["val_loss"] == "nan" for r in rows] == [True, False, False]
     assert [r["test_acc"] == "nan" for r in rows] == [True, False, False]
@@ -156,9 +157,9 @@ def test_evaluate_sums_on_the_batches_device_not_the_splits(make_config):
     Here the split's labels stand on PyTorch's `meta` device while its batches are on the CPU."""
     import torch
 
-    setup = train.prepare(make_config("fold=0"))
+    setup = one_run.prepare(make_config("fold=0"))
     split = setup.data.val
-    expected = train.evaluate(setup.model, split, 64)
+    expected = one_run.evaluate(setup.model, split, 64)
 
     class Elsewhere:
         labels = split.labels.to("meta")
@@ -169,5 +170,5 @@ def test_evaluate_sums_on_the_batches_device_not_the_splits(make_config):
         def batches(self, batch_size):
             return split.batches(batch_size)
 
-    assert train.evaluate(setup.model, Elsewhere(), 64) == expected
+    assert one_run.evaluate(setup.model, Elsewhere(), 64) == expected
     assert torch.isfinite(torch.tensor(expected)).all()

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from llbbench import tuning
+from llbbench.commands import tune as tuning
+from llbbench.records.run import SUMMARY_KEYS, RunDir
 from llbbench.report import build_report
 from tests.conftest import llbbench
 
@@ -41,8 +42,8 @@ def _fake_launch(loss_of_rate, calls):
             path = tuning.run_dir(entry.rate_overrides(rate))
             path.mkdir(parents=True, exist_ok=True)
             loss = loss_of_rate(rate)
-            summary = {"status": "diverged" if loss is None else "completed", "final": {"val_loss": loss}}
-            (path / "summary.json").write_text(json.dumps(summary))
+            status = "diverged" if loss is None else "completed"
+            RunDir(path).write_summary({**dict.fromkeys(SUMMARY_KEYS), "status": status, "final": {"val_loss": loss}})
 
     return launch
 
@@ -119,8 +120,8 @@ def test_a_failed_tuning_run_stops_the_tuning_with_its_error(cifar_root, tmp_pat
         for rate in rates:
             path = tuning.run_dir(entry.rate_overrides(rate))
             path.mkdir(parents=True, exist_ok=True)
-            summary = {"status": "failed", "error": {"message": "out of memory"}}
-            (path / "summary.json").write_text(json.dumps(summary))
+            summary = {**dict.fromkeys(SUMMARY_KEYS), "status": "failed", "error": {"message": "out of memory"}}
+            RunDir(path).write_summary(summary)
 
     monkeypatch.setattr(tuning, "launch", launch)
     with pytest.raises(ValueError, match=r"tuning run .* failed \(out of memory\); fix the cause"):

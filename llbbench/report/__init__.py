@@ -70,7 +70,7 @@ def describe(runs: pd.DataFrame, unreadable: dict[str, str] | None = None) -> li
         )
     lines += _data_lines(runs)
     if "blew_up" in runs and runs["blew_up"].any():
-        from ..runs import BLOW_UP
+        from ..records.run import BLOW_UP
 
         blown = runs[runs["blew_up"]]
         earlier = int((blown["recorded_status"] != "diverged").sum())
@@ -135,8 +135,9 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown format {', '.join(unknown)}; valid formats: {', '.join(FORMATS)}")
+    from ..records.saddle import load_saddle
     from . import claims, figures, tables
-    from .runs import epoch_curves, load_runs, load_saddle, load_tunings, main_setting, one_shot
+    from .runs import epoch_curves, load_runs, load_tunings, main_setting, one_shot
 
     out = Path(out) if out is not None else roots[0] / "report"
     if out.exists() and not out.is_dir():

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..paper import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, PAPER_NETWORKS
+from ..records.run import STEPS
 from .runs import CLASSES, FINISHED, optimizer_label, ordered, test_over_train
 from .stats import (
     CONTRADICTED,
@@ -184,7 +185,7 @@ def decide(claim: Claim, rows: dict[str, dict[str, Part]]) -> dict[str, dict[str
 def _smoothed_steps(path: str) -> pd.DataFrame | None:
     """A run's steps.csv with the loss as a trailing mean over up to SMOOTH logged rows (it exists from the first
     row on); None without the file."""
-    file = Path(path) / "steps.csv"
+    file = Path(path) / STEPS
     if not file.exists():
         return None
     steps = pd.read_csv(file)

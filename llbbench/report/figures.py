@@ -18,6 +18,7 @@ from matplotlib.figure import Figure  # figures without pyplot: no global state,
 
 from .. import optim  # the optimizers only: the report never imports the training code
 from ..paper import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS
+from ..records.run import EPOCHS
 from .runs import FINISHED, layer_rates, optimizer_label, ordered
 
 DECAY_K = 0.9  # Fig. 6: the paper's k of α0/(1+kt) and α0·e^(−kt), t in epochs
@@ -102,7 +103,7 @@ def fig5_training_curves(curves: pd.DataFrame, out: Path, scale_note: str) -> li
 
 def _rate_trace(path: str) -> tuple[pd.DataFrame, float] | None:
     """A run's layer rates indexed by step, and its steps per epoch; None without rates or finished epochs."""
-    rates, epochs = layer_rates(path), pd.read_csv(Path(path) / "epochs.csv")
+    rates, epochs = layer_rates(path), pd.read_csv(Path(path) / EPOCHS)
     if rates is None or epochs.empty:
         return None
     return rates.set_index("step"), epochs["step"].iloc[0] / epochs["epoch"].iloc[0]

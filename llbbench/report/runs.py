@@ -18,7 +18,8 @@ import pandas as pd
 import yaml
 
 from ..paper import OPTIMIZER_NAMES
-from ..runs import SADDLE_FILE, TUNING_FILE, blew_up, identity, optimizer_variant, read_tuning
+from ..records.run import CONFIG, EPOCHS, LAYER_LRS, STEPS, SUMMARY, blew_up, identity
+from ..records.tuning import TUNING_FILE, optimizer_variant, read_tuning
 
 # how a run's rate came about: the configured rate (the paper's protocol), a tuned winner, both at once, or
 # another rate of a tuning grid (a tuning run only: it enters no table but Table 1's tuning grids)
@@ -40,7 +41,7 @@ def find_runs(roots: Iterable[str | Path]) -> list[Path]:
     for root in map(Path, roots):
         if not root.exists():
             raise FileNotFoundError(f"no such results folder: {root}")
-        for summary in root.rglob("summary.json"):
+        for summary in root.rglob(SUMMARY):
             if not SKIP_FOLDERS.intersection(summary.relative_to(root).parts[:-1]):
                 found.add(summary.parent)
     return sorted(found)
@@ -84,17 +85,6 @@ def load_tunings(runs: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-def load_saddle(roots: Iterable[str | Path]) -> dict[str, Any] | None:
-    """The Fig. 8 measurement (`llbbench saddle`) under `roots`, the first found; None without one."""
-    for root in map(Path, roots):
-        for file in sorted(root.rglob(SADDLE_FILE)):
-            try:
-                return json.loads(file.read_text())
-            except ValueError as e:
-                raise ValueError(f"{file} is unreadable ({e}); run llbbench saddle again to rewrite it") from None
-    return None
-
-
 def protocol(run: Any, entries: list[dict[str, Any]]) -> str:
     """How `run`'s rate came about, from its experiment's tuning entries (ONE_SHOT without any)."""
     entry = next((e for e in entries if e["network"] == run.model and e["optimizer"] == run.optimizer), None)
@@ -112,8 +102,8 @@ def protocol(run: Any, entries: list[dict[str, Any]]) -> str:
 
 
 def _row(path: Path) -> dict[str, Any]:
-    config = yaml.safe_load((path / "config.yaml").read_text())
-    summary = json.loads((path / "summary.json").read_text())
+    config = yaml.safe_load((path / CONFIG).read_text())
+    summary = json.loads((path / SUMMARY).read_text())
     _check_tables(path, summary, config)
     final = summary.get("final") or {}
     optimizer, model, dataset, train = config["optimizer"], config["model"], config["dataset"], config["train"]
@@ -256,9 +246,9 @@ def _check_tables(path: Path, summary: dict[str, Any], config: dict[str, Any]) -
     if summary.get("status") == "failed":  # an error, not a result: its tables enter nothing
         return
     epochs, steps, every = summary.get("epochs") or 0, summary.get("steps") or 0, config["train"].get("log_every")
-    _check_rows(path / "epochs.csv", epochs, f"{epochs} epochs")
-    for name in ("steps.csv", "layer_lrs.csv") if every else ():  # (a config without log_every: not checked)
-        if name == "steps.csv" or (path / name).exists():
+    _check_rows(path / EPOCHS, epochs, f"{epochs} epochs")
+    for name in (STEPS, LAYER_LRS) if every else ():  # (a config without log_every: not checked)
+        if name == STEPS or (path / name).exists():
             _check_rows(path / name, steps // every, f"{steps} steps, a row every {every}: {steps // every} rows")
 
 
@@ -283,7 +273,7 @@ def epoch_curves(runs: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch metrics of `runs` (their epochs.csv), with the run's model, optimizer, fold and status beside them."""
     frames = []
     for run in runs.itertuples():
-        path = Path(run.path) / "epochs.csv"
+        path = Path(run.path) / EPOCHS
         if path.exists():
             frame = pd.read_csv(path)
             frame["model"], frame["optimizer"], frame["fold"], frame["path"], frame["status"] = (
@@ -299,7 +289,7 @@ def epoch_curves(runs: pd.DataFrame) -> pd.DataFrame:
 
 def layer_rates(path: str | Path) -> pd.DataFrame | None:
     """A run's layer_lrs.csv (step, one column per layer), or None."""
-    file = Path(path) / "layer_lrs.csv"
+    file = Path(path) / LAYER_LRS
     return pd.read_csv(file) if file.exists() else None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..paper import INITS, NETWORKS, OPTIMIZERS, PAPER_NETWORKS
-from ..runs import BLOW_UP
+from ..records.run import BLOW_UP
 from .runs import (
     FINISHED,
     by_setting,

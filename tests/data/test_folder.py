@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llbbench import data, train
+from llbbench import data
+from llbbench import run as one_run
 from tests.conftest import write_image_folder
 
 
@@ -110,7 +111,7 @@ def test_alexnet_trains_on_an_image_folder(image_root, make_config, tmp_path):
         "train.batch_size=4",
         "cv.folds=3",
     )
-    summary = train.run(cfg, tmp_path / "run")
+    summary = one_run.run(cfg, tmp_path / "run")
     assert summary["status"] == "completed" and summary["steps"] == 3
     assert summary["final"]["test_loss"] > 0
 

@@ -11,8 +11,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from llbbench import data, train
-from llbbench.runs import run_id
+from llbbench import data
+from llbbench import run as one_run
+from llbbench.records.run import run_id
 
 from ..conftest import llbbench, write_image_folder
 
@@ -53,8 +54,8 @@ def test_a_run_on_the_arrays_equals_the_run_on_the_folder(folder, make_config, t
     on_folder = make_config(*FOLDER, f"dataset.root={folder}")
     on_arrays = make_config(*FOLDER, f"dataset.root={folder}", "dataset.format=predecoded")
     prepare(folder)
-    a = train.run(on_folder, tmp_path / "a")
-    b = train.run(on_arrays, tmp_path / "b")
+    a = one_run.run(on_folder, tmp_path / "a")
+    b = one_run.run(on_arrays, tmp_path / "b")
     assert a["status"] == b["status"] == "completed"
     assert a["model_sha256"] == b["model_sha256"]
     assert run_id(OmegaConf.to_container(on_folder, resolve=True)) == run_id(
@@ -67,15 +68,15 @@ def test_missing_or_stale_arrays_name_the_command_that_makes_them(folder, make_c
     with pytest.raises(
         FileNotFoundError, match=r"no predecoded arrays in .*run: llbbench prepare-data dataset=imagefolder"
     ):
-        train.prepare(cfg)
+        one_run.prepare(cfg)
     prepare(folder)
-    train.prepare(cfg)  # fresh: it loads
+    one_run.prepare(cfg)  # fresh: it loads
     Image.new("RGB", (40, 40), (10, 200, 30)).save(folder / "train" / "cat" / "extra.JPEG")  # the folder changed
     stale = make_config(*FOLDER, f"dataset.root={folder}", "dataset.format=predecoded")
     with pytest.raises(
         ValueError, match=r"stale \(fingerprint, files changed.*run again: llbbench prepare-data .*resize=36"
     ):
-        train.prepare(stale)
+        one_run.prepare(stale)
     shutil.rmtree(folder / ".predecoded")
 
 

@@ -154,7 +154,7 @@ def test_registry_marks_esgd_as_needing_the_graph():
 def test_the_default_escapes_fig_8s_saddle_where_a_one_sample_estimate_diverges(cifar_root, tmp_path):
     """Fig. 8's perceptron next to its saddle (weights ~ N(0, 0.001²)): with the warm-up ESGD escapes on most
     seeds; a preconditioner from one Hv sample, kept for 20 steps (warmup=0), diverges on most."""
-    from llbbench import saddle
+    from llbbench.commands import saddle
 
     overrides = ["experiment=fig8_saddle", f"dataset.root={cifar_root}", f"results_dir={tmp_path}", "device=cpu",
                  "saddle.steps=25", "saddle.probe=128"]  # fmt: skip

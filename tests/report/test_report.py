@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
+from llbbench.records.run import COLUMNS, EPOCHS, LAYER_LRS, STEPS, SUMMARY_KEYS, RunDir
 from llbbench.report import build_report
 from tests.conftest import llbbench
 
@@ -58,29 +59,22 @@ def write_run(
         "init": {"name": init},
         "train": {"epochs": budget or len(curve), "batch_size": batch_size, "log_every": steps_per_epoch},
     }
-    (path / "config.yaml").write_text(yaml.safe_dump(config))
-    epochs = pd.DataFrame(
-        {
-            "epoch": range(1, len(curve) + 1),
-            "step": [steps_per_epoch * (e + 1) for e in range(len(curve))],
-            "train_loss": curve,
-            "test_loss": [test_loss] * len(curve),
-            "test_acc": [0.5] * len(curve),
-        }
-    )
-    epochs.to_csv(path / "epochs.csv", index=False)
-    pd.DataFrame(
-        {"step": epochs["step"], "epoch": epochs["epoch"], "loss": curve, "lr": lr, "lr_min": lr, "lr_max": lr}
-    ).to_csv(path / "steps.csv", index=False)
-    final = epochs.iloc[-1].to_dict() if status != "diverged" else None
-    summary = {"status": status, "steps": steps_per_epoch * len(curve), "epochs": len(curve), "final": final,
-               "seconds": 30.0 * len(curve)}  # fmt: skip
-    (path / "summary.json").write_text(json.dumps(summary))
-    if optimizer == "llb":
-        steps = [steps_per_epoch * (e + 1) for e in range(len(curve))]
-        pd.DataFrame(
-            {"step": steps, "conv1": [lr * 0.9**e for e in range(len(curve))], "fc": [lr] * len(curve)}
-        ).to_csv(path / "layer_lrs.csv", index=False)
+    record = RunDir(path)  # through the run-directory contract, as the training code writes
+    record.write_config(config)
+    final = None
+    for epoch, loss in enumerate(curve, 1):
+        step = steps_per_epoch * epoch
+        final = {**dict.fromkeys(COLUMNS[EPOCHS], math.nan), "epoch": epoch, "step": step, "train_loss": loss,
+                 "test_loss": test_loss, "test_acc": 0.5}  # fmt: skip
+        record.append_row(EPOCHS, final)
+        record.append_row(STEPS, {**dict.fromkeys(COLUMNS[STEPS], math.nan), "step": step, "epoch": epoch,
+                                  "loss": loss, "lr": lr, "lr_min": lr, "lr_max": lr})  # fmt: skip
+        if optimizer == "llb":
+            record.append_row(LAYER_LRS, {"step": step, "conv1": lr * 0.9 ** (epoch - 1), "fc": lr})
+    summary = {**dict.fromkeys(SUMMARY_KEYS), "status": status, "scale": "small", "epochs": len(curve),
+               "steps": steps_per_epoch * len(curve), "seconds": 30.0 * len(curve), "resumed_at_steps": [],
+               "final": final if status != "diverged" else None}  # fmt: skip
+    record.write_summary(summary)
     return path
 
 

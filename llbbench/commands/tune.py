@@ -25,8 +25,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import config
-from .runs import TUNING_FILE, blew_up, final_status, optimizer_variant, read_tuning
+from .. import config
+from ..records.run import SUMMARY, blew_up, final_status
+from ..records.tuning import TUNING_FILE, optimizer_variant, read_tuning
 from .sweeps import sweep_points
 
 
@@ -81,7 +82,7 @@ def configured_rate(optimizer: dict[str, Any]) -> float:
     """An optimizer config's rate (resolved): its `lr`, or the preset's when the YAML leaves it null."""
     rate = optimizer["lr"]
     if rate is None:
-        from . import optim
+        from .. import optim
 
         rate = optim.get(optimizer["name"]).hparams(optimizer.get("preset", "torch"))["lr"]
     return float(rate)
@@ -129,7 +130,7 @@ def outcome(path: Path) -> float | str | None:
     status = final_status(path)
     if status is None:
         return "pending"
-    summary = json.loads((path / "summary.json").read_text())
+    summary = json.loads((path / SUMMARY).read_text())
     if status == "failed":
         error = (summary.get("error") or {}).get("message", "?")
         raise ValueError(f"tuning run {path} failed ({error}); fix the cause and run llbbench tune again")

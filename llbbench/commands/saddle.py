@@ -24,10 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm.auto import tqdm
 
-from . import config, optim, train
-from . import data as datasets
-from .paper import OPTIMIZERS
-from .runs import SADDLE_FILE as FILE
+from .. import config, optim
+from .. import data as datasets
+from .. import run as one_run
+from ..paper import OPTIMIZERS
+from ..records.saddle import SADDLE_FILE as FILE
 
 log = logging.getLogger(__name__)
 GRID = 25  # points a side of the loss surface on the plane
@@ -48,10 +49,10 @@ def identity(overrides: list[str]) -> str:
 
 def trajectory(cfg: DictConfig) -> dict[str, Any]:
     """One optimizer from the seed's start: the probe loss after every step, the weight snapshots, the escape."""
-    setup = train.prepare(cfg)
-    s, model, data = cfg.saddle, setup.model, setup.data
+    setup = one_run.prepare(cfg)
+    typed, model, data, per_epoch = setup.config, setup.model, setup.data, setup.per_epoch
+    s, t = typed.saddle, typed.train
     probe_images, probe_labels = next(data.train.batches(min(s.probe, len(data.train))))
-    per_epoch = data.train.num_batches(cfg.train.batch_size, cfg.train.drop_last)
 
     def probe_loss() -> float:
         with torch.no_grad():
@@ -62,8 +63,8 @@ def trajectory(cfg: DictConfig) -> dict[str, Any]:
     model.train()
     while step < s.steps and status == "completed":
         epoch = step // per_epoch + 1
-        order = datasets.epoch_order(len(data.train), cfg.run_seed, epoch)
-        for images, labels in data.train.batches(cfg.train.batch_size, order, cfg.train.drop_last):
+        order = datasets.epoch_order(len(data.train), typed.run_seed, epoch)
+        for images, labels in data.train.batches(t.batch_size, order, t.drop_last):
             loss = F.cross_entropy(model(images), labels)
             setup.optimizer.zero_grad(set_to_none=True)
             try:
@@ -91,7 +92,7 @@ def tuned_escapes(overrides: list[str], s: Any, configured: dict[str, tuple[list
     seed (`saddle.seeds`, one none of the compared seeds uses); the earliest escape wins (never or diverged: the
     budget plus one; ties: the smaller rate); then every compared seed at the winner (a winner that is the
     configured rate reuses `configured`: each optimizer's escapes and statuses at it, measured already)."""
-    from .tuning import configured_rate, grid_around
+    from .tune import configured_rate, grid_around
 
     seed = s.seeds
     record: dict[str, Any] = {"seed": seed, "grid": {}, "tuning_steps": {}, "rates": {}, "escapes": {}, "statuses": {}}

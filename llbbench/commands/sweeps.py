@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .distributed import process_rank
+from ..backend.distributed import process_rank
 
 log = logging.getLogger("llbbench")
 ENV = "LLBBENCH_SWEEP"  # internal: where the running sweep's ledger is; set by the callback, not by users

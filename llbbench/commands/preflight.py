@@ -18,8 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from . import config
-from .config import error_line
+from .. import config
+from ..config import error_line
 from .sweeps import sweep_points
 
 PREFIX = "llbbench run: error:"
@@ -27,9 +27,9 @@ PREFIX = "llbbench run: error:"
 
 def problem(cfg: DictConfig) -> str | None:
     """Why the run `cfg` cannot start (one line), or None when it can."""
-    from . import data
-    from .distributed import check_sync_bn
-    from .train import resolve_device
+    from .. import data
+    from ..backend.device import resolve_device
+    from ..backend.distributed import check_sync_bn
 
     try:
         typed = config.check(cfg)

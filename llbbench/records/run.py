@@ -1,4 +1,6 @@
-"""Run directories: identity, what one run writes, its lock and its checkpoint.
+"""The run-directory contract: the one place that names a run directory's files, statuses, table columns and
+summary keys, and reads and writes them (the training code writes through it, the report, the tune command and
+the tests' fixtures read and build through it).
 
 A run's identity is the content of its resolved config (everything that can change the result; not paths,
 devices, launcher or logging settings), so its directory `results/<experiment_name>/<id>/` is found again by
@@ -13,7 +15,6 @@ import csv
 import errno
 import fcntl
 import hashlib
-import importlib.metadata
 import io
 import json
 import math
@@ -22,30 +23,41 @@ import pickle
 import platform
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from . import precision
-from .distributed import resolve_sync_bn
-from .optim.common import tensors_in
+from ..backend import precision
+from ..backend.device import device_of
+from ..backend.distributed import resolve_sync_bn
+from ..optim.common import tensors_in
+from .environment import now
 
-STATUSES = ("completed", "diverged", "stopped", "failed")
-CHECKPOINT = "checkpoint.pt"
-TUNING_FILE = "tuning.json"  # beside an experiment's run directories, written by `llbbench tune`
-SADDLE_FILE = "saddle.json"  # Fig. 8 on a network, written by `llbbench saddle`
+STATUSES = ("completed", "diverged", "stopped", "failed")  # summary.json's `status`: how a run ended
+CONFIG, ENV, SUMMARY, CHECKPOINT = "config.yaml", "env.json", "summary.json", "checkpoint.pt"
+STEPS, EPOCHS, LAYER_LRS = "steps.csv", "epochs.csv", "layer_lrs.csv"
+# the tables' columns, in order: steps.csv a row every `train.log_every` steps (the mini-batch loss, the mean,
+# least and largest rate the step used, the run's training seconds so far); epochs.csv a row per epoch (NaN where
+# it was not evaluated); layer_lrs.csv `step`, then one column per layer group (its name)
+COLUMNS = {
+    STEPS: ("step", "epoch", "loss", "lr", "lr_min", "lr_max", "seconds"),
+    EPOCHS: ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "seconds",
+             "eval_seconds"),
+    LAYER_LRS: ("step",),  # then the groups
+}  # fmt: skip
+# summary.json: every ended run's keys, in order (`final` is the last row of epochs.csv, null before one), then
+# those some runs have: what the optimizer reports of itself, a failed run's error, where and why one diverged
+SUMMARY_KEYS = ("status", "scale", "epochs", "steps", "seconds", "num_params", "num_classes", "final", "model_sha256",
+                "resumed_at_steps")  # fmt: skip
+SUMMARY_EXTRAS = ("optimizer_record", "error", "diverged_at_step", "diverged_why")
 CHECKPOINT_KEYS = {"identity", "model", "optimizer", "scheduler", "rng", "progress"}
 # a run whose final training loss is finite but above BLOW_UP · ln C (C classes: chance level is ln C) has blown
 # up: it is recorded, and reported, as diverged (docs/verdicts.md)
 BLOW_UP = 2.0
-RUN_FILES = ("config.yaml", "env.json", "steps.csv", "epochs.csv", "layer_lrs.csv", "summary.json", CHECKPOINT)
+RUN_FILES = (CONFIG, ENV, STEPS, EPOCHS, LAYER_LRS, SUMMARY, CHECKPOINT)
 # config keys that cannot change a run's result: left out of its identity
 NOT_IDENTITY = (
     "results_dir",
@@ -70,7 +82,7 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a resolved config (plain dict) that defines a run: everything but `NOT_IDENTITY`."""
     kept = json.loads(json.dumps(config, default=str))
     kept.pop("hydra", None)
-    device = _device_of(str(kept.get("device", "auto")))
+    device = device_of(str(kept.get("device", "auto")))
     size = kept.pop("world_size", 1)
     size = size if isinstance(size, int) else 1
     if size > 1:  # a run of several processes; one process (every run made before them) leaves both out
@@ -88,16 +100,6 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(node, dict):
             node.pop(leaf, None)
     return kept
-
-
-def _device_of(name: str) -> torch.device:
-    """The device a run asking for `name` gets (the CPU for a name that is not one: the run then refuses it)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        return torch.device("cpu")
 
 
 def run_id(config: Mapping[str, Any]) -> str:
@@ -123,12 +125,24 @@ def blew_up(train_loss: float | None, classes: int | None) -> str | None:
 
 def final_status(path: str | Path) -> str | None:
     """The final status recorded in a run directory, or None when the run has not ended."""
-    summary = Path(path) / "summary.json"
+    summary = Path(path) / SUMMARY
     try:
         status = json.loads(summary.read_text()).get("status")
     except (OSError, ValueError):
         return None
     return status if status in STATUSES else None
+
+
+def summary_record(**values: Any) -> dict[str, Any]:
+    """A summary.json: `SUMMARY_KEYS` (all of them) and any of `SUMMARY_EXTRAS`, in that order; `ValueError` for a
+    key missing, one it does not know, or a status not in `STATUSES`."""
+    missing = [key for key in SUMMARY_KEYS if key not in values]
+    unknown = sorted(set(values) - set(SUMMARY_KEYS) - set(SUMMARY_EXTRAS))
+    if missing or unknown:
+        raise ValueError(f"a summary.json needs {', '.join(missing) or '-'} and has no key {', '.join(unknown) or '-'}")
+    if values["status"] not in STATUSES:
+        raise ValueError(f"status {values['status']!r} is not one of {', '.join(STATUSES)}")
+    return {key: values[key] for key in (*SUMMARY_KEYS, *SUMMARY_EXTRAS) if key in values}
 
 
 class CheckpointError(ValueError):
@@ -173,7 +187,7 @@ class RunLock:
             return False
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "since": _now()}) + "\n")
+        handle.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "since": now()}) + "\n")
         handle.flush()
         self._file = handle
         return True
@@ -212,10 +226,6 @@ def finite_or_null(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite_or_null(item) for item in value]
     return value
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class RunDir:
@@ -299,6 +309,14 @@ class RunDir:
         os.replace(self.path / name, target)
         return target
 
+    def write_config(self, values: Mapping[str, Any]) -> None:
+        """config.yaml: the run's resolved config (plain values)."""
+        self.write_text(CONFIG, OmegaConf.to_yaml(values))
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """summary.json, checked against the contract (`summary_record`): the run has ended."""
+        self.write_json(SUMMARY, summary_record(**summary))
+
     def remove_checkpoint(self) -> None:
         if self.write:
             (self.path / CHECKPOINT).unlink(missing_ok=True)
@@ -314,8 +332,15 @@ class RunDir:
         self.write_text(name, _csv_text(fields, rows, header=True))
 
     def append_row(self, name: str, row: Mapping[str, Any]) -> None:
-        """Append `row` to CSV table `name`, writing the header first when the file is new. A failed write (a full
-        disk) leaves the file as it was, never a row cut in the middle."""
+        """Append `row` to CSV table `name`, writing the header first when the file is new; a table of the
+        contract takes rows of its `COLUMNS` only (`ValueError`). A failed write (a full disk) leaves the file as
+        it was, never a row cut in the middle."""
+        columns = COLUMNS.get(name)
+        if columns is not None and (tuple(row)[: len(columns)] if name == LAYER_LRS else tuple(row)) != columns:
+            groups = ", then one per layer group" if name == LAYER_LRS else ""
+            raise ValueError(
+                f"a row of {name} has the columns {', '.join(row)}, not the contract's: {', '.join(columns)}{groups}"
+            )
         if not self.write:
             return
         path = self.path / name
@@ -338,157 +363,3 @@ def _csv_text(fields: list[str], rows: list[Mapping[str, Any]], header: bool) ->
         writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """What a reader needs to know about where and with what a run was made."""
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        device_name = _cpu_model() or platform.processor() or platform.machine()
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "gpu_count": gpus,
-        "gpu_names": [torch.cuda.get_device_name(i) for i in range(gpus)],
-        "packages": dependency_versions(),
-        "device": str(device),
-        "device_name": device_name,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "hostname": platform.node(),
-        "git_commit": _git_commit(),
-        "start_time": _now(),
-    }
-
-
-def dependency_versions() -> dict[str, str | None]:
-    """The installed version of each package llbbench depends on (None when one is missing)."""
-    try:
-        requirements = importlib.metadata.requires("llbbench") or []
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
-        return {}
-    names = sorted({re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0] for r in requirements if "extra ==" not in r})
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def _git_commit() -> str | None:
-    """The commit of the code being run (with "-dirty" when it has uncommitted changes), if it is a checkout."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{commit}-dirty" if dirty else commit
-
-
-# --- the files beside the run directories: tuning.json (`llbbench tune`) ------------------------------------
-
-
-def optimizer_variant(optimizer: dict[str, Any], train: dict[str, Any]) -> str:
-    """The optimizer as a comparison names it: its name, then `+<schedule>` for a schedule other than constant
-    and `+global` for LLb-SGD with one shared rate (e.g. `sgd+cosine`, `llb+global`)."""
-    label = optimizer["name"]
-    if train.get("schedule", "constant") != "constant":
-        label += f"+{train['schedule']}"
-    if optimizer.get("groups", "layer") == "global":
-        label += "+global"
-    return label
-
-
-def read_tuning(file: Path) -> list[dict[str, Any]]:
-    """The entries of a tuning.json, each checked: `ValueError` naming the file and the first bad entry."""
-    fix = "fix it, or move it away and run llbbench tune again"
-    try:
-        entries = json.loads(file.read_text())
-    except ValueError as e:
-        raise ValueError(f"{file} is not valid JSON ({e}): {fix}") from None
-    if not isinstance(entries, list):
-        raise ValueError(f"{file} holds a {type(entries).__name__}, not a list of entries: {fix}")
-    for i, entry in enumerate(entries):
-        problem = _tuning_problem(entry)
-        if problem is not None:
-            name = f" ({entry.get('network')} × {entry.get('optimizer')})" if isinstance(entry, dict) else ""
-            raise ValueError(f"{file}: entry {i}{name}: {problem}: {fix}")
-    return entries
-
-
-def _tuning_problem(entry: Any) -> str | None:
-    """What is wrong with one entry of tuning.json, or None."""
-
-    def rate(value: Any) -> bool:
-        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-    if not isinstance(entry, dict):
-        return f"{entry!r} is not an entry (an object with network, optimizer, grid, val_loss, winner)"
-    missing = [key for key in ("network", "optimizer", "grid", "val_loss", "configured") if key not in entry]
-    if missing:
-        return f"{', '.join(missing)} missing"
-    if not isinstance(entry["grid"], list) or not all(rate(r) for r in entry["grid"]):
-        return f"grid {entry['grid']!r} is not a list of positive rates"
-    if not isinstance(entry["val_loss"], list) or len(entry["val_loss"]) != len(entry["grid"]):
-        return f"val_loss {entry['val_loss']!r} does not give one loss (or null) per rate of the grid"
-    if not rate(entry["configured"]):
-        return f"configured rate {entry['configured']!r} is not a positive number"
-    if entry.get("winner") is not None and not rate(entry["winner"]):
-        return f"winner {entry['winner']!r} is not a positive number"
-    return None
-
-
-def tuned_rate(cfg: DictConfig) -> float:
-    """The winner in tuning.json for the network and optimizer of the run `cfg` (read key by key: this serves
-    the resolver of `optimizer.lr` itself)."""
-    optimizer = {"name": cfg.optimizer.name, "groups": OmegaConf.select(cfg, "optimizer.groups", default="layer")}
-    variant = optimizer_variant(optimizer, {"schedule": OmegaConf.select(cfg, "train.schedule", default="constant")})
-    return winner(cfg.results_dir, cfg.experiment_name, cfg.model.name, variant)
-
-
-def winner(results_dir: str | Path, experiment: str, network: str, optimizer: str) -> float:
-    """The tuned rate of (network, optimizer) from the experiment's tuning.json; `ValueError` naming what is missing."""
-    path = Path(results_dir) / experiment / TUNING_FILE
-    if not path.exists():
-        raise ValueError(
-            f"tuned=true needs {path}: run `llbbench tune experiment={experiment}` (with the same overrides) first"
-        )
-    entries = read_tuning(path)
-    for entry in entries:
-        if entry["network"] == network and entry["optimizer"] == optimizer and entry.get("winner") is not None:
-            return float(entry["winner"])
-    raise ValueError(
-        f"tuned=true: {path} has no tuned rate for {network} × {optimizer}; run `llbbench tune "
-        f"experiment={experiment}` with this sweep's overrides to add it"
-    )
