@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)  ## the quick-start job and its report; extra overrides: make run ARGS="train.epochs=6"
 	$(BIN)/llbbench run -m experiment=quickstart $(ARGS)
+	$(BIN)/llbbench saddle --analytic experiment=quickstart
 	$(BIN)/llbbench report results/quickstart
 
 EXPERIMENTS := table2_cifar10 table2_imagenet table3_batch table4_init fig7_lr

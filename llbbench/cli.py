@@ -176,7 +176,7 @@ def prepare_data(argv: list[str]) -> int:
 
 
 SADDLE_HELP = """\
-usage: llbbench saddle experiment=fig8_saddle [OVERRIDE ...]
+usage: llbbench saddle [--analytic] experiment=fig8_saddle [OVERRIDE ...]
 
 Fig. 8 on a network (experiment/fig8_saddle.yaml): a one-hidden-layer perceptron started next to the saddle
 point at zero weights, trained on real mini-batches by each of the paper's nine optimizers at its configured
@@ -184,12 +184,18 @@ rate, for saddle.steps steps and saddle.seeds seeds. Records each optimizer's lo
 step, its escape step (the loss saddle.escape_drop below its start), and the first seed's trajectories on the
 two principal components of the weights, in <results_dir>/<experiment_name>/saddle.json; `llbbench report`
 draws it and judges claim 7 on it. Done again only when its configs change (or with rerun=true).
+
+Beside it, saddle_analytic.json: every optimizer that needs no network on two analytic saddles (Fig. 8's lower
+panels). --analytic writes that file alone (a second; no data needed), e.g. `llbbench saddle --analytic
+experiment=quickstart` for the quick start's report.
 """
 
 
 def saddle(argv: list[str]) -> int:
     """`llbbench saddle`: measure Fig. 8 on a network and say where it is."""
-    answered = _help_or_bad_option("saddle", argv, SADDLE_HELP)
+    analytic = "--analytic" in argv
+    argv = [a for a in argv if a != "--analytic"]
+    answered = _help_or_bad_option("saddle", argv, SADDLE_HELP, takes="--analytic")
     if answered is not None:
         return answered
     from .commands import saddle as measurement
@@ -197,6 +203,9 @@ def saddle(argv: list[str]) -> int:
     overrides = [a for a in argv if a != "rerun=true"]
     if not any(a.startswith("experiment=") for a in overrides):
         overrides.insert(0, "experiment=fig8_saddle")
+    if analytic:
+        return _guarded("saddle", lambda: f"analytic saddles written: {measurement.write_analytic(overrides)}",
+                        overrides)  # fmt: skip
     rerun = len(overrides) < len(argv)
     return _guarded("saddle", lambda: f"saddle measurement written: {measurement.measure(overrides, rerun=rerun)}",
                     overrides)  # fmt: skip
@@ -236,16 +245,17 @@ def tune(argv: list[str]) -> int:
     return _guarded("tune", work, argv)
 
 
-def _help_or_bad_option(command: str, argv: list[str], usage: str) -> int | None:
-    """For a command that takes overrides only: its help for -h/--help (0), its usage and one line for any other
-    option (2), else None."""
+def _help_or_bad_option(command: str, argv: list[str], usage: str, takes: str = "") -> int | None:
+    """For a command that takes overrides (and the options `takes` names, already taken out of `argv`): its help for
+    -h/--help (0), its usage and one line for any other option (2), else None."""
     if any(a in ("-h", "--help") for a in argv):
         print(usage, end="")
         return 0
     options = [a for a in argv if a.startswith("-")]
     if options:
         print(usage, file=sys.stderr)
-        print(f"llbbench {command}: error: unknown option {options[0]}: this command takes overrides only "
+        takes = f"{takes} and " if takes else ""
+        print(f"llbbench {command}: error: unknown option {options[0]}: this command takes {takes}overrides only "
               "(KEY=VALUE)", file=sys.stderr)  # fmt: skip
         return 2
     return None

@@ -361,8 +361,12 @@ def test_launcher_values_that_cannot_launch_are_named(tmp_path, monkeypatch):
 def test_an_option_a_command_does_not_take_gets_its_usage():
     out = llbbench("saddle", "--bogus")
     assert out.returncode == 2
-    assert out.stderr.startswith("usage: llbbench saddle experiment=fig8_saddle [OVERRIDE ...]")
-    assert out.stderr.strip().endswith("llbbench saddle: error: unknown option --bogus: this command takes overrides "
+    assert out.stderr.startswith("usage: llbbench saddle [--analytic] experiment=fig8_saddle [OVERRIDE ...]")
+    assert out.stderr.strip().endswith("llbbench saddle: error: unknown option --bogus: this command takes "
+                                       "--analytic and overrides only (KEY=VALUE)")  # fmt: skip
+    out = llbbench("tune", "--bogus")
+    assert out.returncode == 2
+    assert out.stderr.strip().endswith("llbbench tune: error: unknown option --bogus: this command takes overrides "
                                        "only (KEY=VALUE)")  # fmt: skip
 
 

@@ -114,6 +114,14 @@ def test_the_libraries_import_nothing_else_of_llbbench():
                 assert not outside, f"{name} imports {sorted(outside)}"
 
 
+def test_the_report_imports_nothing_that_trains():
+    """It reads the files the runs and the commands wrote: the paper's definitions and the records only."""
+    allowed = ("llbbench.report", "llbbench.paper", "llbbench.records")
+    for name, targets in imports().items():
+        if name.startswith("llbbench.report"):
+            assert {t for t in targets if not t.startswith(allowed)} == set(), name
+
+
 def test_the_tune_command_does_not_import_the_report():
     graph = imports()
     assert not {t for t in graph["llbbench.commands.tune"] if t.startswith("llbbench.report")}

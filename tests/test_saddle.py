@@ -9,6 +9,7 @@ import math
 import pytest
 
 from llbbench.commands import saddle
+from llbbench.records.saddle import ANALYTIC_FILE
 from llbbench.report import build_report
 
 
@@ -84,3 +85,45 @@ def test_the_report_draws_it_and_judges_claim_7_on_it(measured, tmp_path):
     assert set(claim["rows"]) == pairs | {f"tuned:{p}" for p in pairs}  # at configured and at tuned rates
     assert claim["holm_tests"] == 14
     assert (report / "fig8_saddles.png").stat().st_size > 10_000
+
+
+def test_measure_writes_the_analytic_saddles_beside_it(measured):
+    root, _, _ = measured
+    record = json.loads((root / "fig8_saddle" / ANALYTIC_FILE).read_text())
+    assert record == json.loads(json.dumps(saddle.analytic()))  # the same trajectories, exactly, as JSON
+
+
+def test_the_analytic_saddles_every_optimizer_without_a_network_from_one_start():
+    record = saddle.analytic()
+    assert record["left_out"] == ["pathsgd"]  # the one that needs a network
+    for problem in ("plain", "badly_scaled"):
+        paths = record["paths"][problem]
+        assert list(paths) == [n for n in saddle.OPTIMIZERS if n != "pathsgd"]
+        for trace in paths.values():
+            assert trace[0] == [1.0, 0.01] and 2 <= len(trace) <= record["steps"] + 1
+    # SGD on 10 + x² − y² at rate 0.05: x ← 0.9x, y ← 1.1y (the gradient is (2x, −2y))
+    sgd = record["paths"]["plain"]["sgd"]
+    assert sgd[1] == pytest.approx([0.9, 0.011]) and sgd[2] == pytest.approx([0.81, 0.0121])
+
+
+def test_saddle_analytic_from_the_command_line_and_the_report_draws_it_alone(tmp_path):
+    from tests.conftest import llbbench
+    from tests.report.test_report import write_run
+
+    done = llbbench("saddle", "--analytic", "experiment=quickstart", f"results_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "quickstart" / ANALYTIC_FILE).exists()
+    assert not (tmp_path / "quickstart" / "saddle.json").exists()  # the network's measurement is not made
+    write_run(tmp_path, "quickstart", "smallcnn", "sgd", 0, [2.0, 1.0], 1.5)
+    report = build_report([tmp_path], out=tmp_path / "report")
+    assert (report / "fig8_saddles.png").stat().st_size > 10_000
+    assert "![Fig. 8](fig8_saddles.png)" in (report / "report.md").read_text()
+
+
+def test_without_either_file_fig_8_is_not_drawn(tmp_path):
+    from tests.report.test_report import write_run
+
+    write_run(tmp_path, "quickstart", "smallcnn", "sgd", 0, [2.0, 1.0], 1.5)
+    report = build_report([tmp_path], out=tmp_path / "report")
+    assert not (report / "fig8_saddles.png").exists()
+    assert "*Fig. 8: no runs to draw it from.*" in (report / "report.md").read_text()

@@ -135,7 +135,7 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown format {', '.join(unknown)}; valid formats: {', '.join(FORMATS)}")
-    from ..records.saddle import load_saddle
+    from ..records.saddle import load_analytic, load_saddle
     from . import claims, figures, tables
     from .runs import epoch_curves, load_runs, load_tunings, main_setting, one_shot
 
@@ -158,13 +158,12 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     for table in written_tables:
         table.write(out, formats)
     curves = epoch_curves(paper["table2"])
-    trajectories, left_out = figures.saddle_trajectories()
     measured = load_saddle(roots)
     drawn = {
         "Fig. 5": figures.fig5_training_curves(curves, out, scale_note),
         "Fig. 6": figures.fig6_layer_rates(paper["table2"], out, scale_note),
         "Fig. 7": figures.fig7_initial_rate(paper["fig7"], out, scale_note),
-        "Fig. 8": figures.fig8_saddles(out, trajectories, left_out, measured),
+        "Fig. 8": figures.fig8_saddles(out, load_analytic(roots), measured),
     }
     if len(paper["ablation"]):
         drawn["Ablation"] = figures.ablation_rates(paper["ablation"], out, scale_note)

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..paper import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, PAPER_NETWORKS
+from ..paper import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, PAPER_NETWORKS, ordered
 from ..records.run import STEPS
-from .runs import CLASSES, FINISHED, optimizer_label, ordered, test_over_train
+from .runs import CLASSES, FINISHED, optimizer_label, test_over_train
 from .stats import (
     CONTRADICTED,
     HOLDS,

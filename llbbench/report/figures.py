@@ -1,13 +1,12 @@
-"""The paper's Figures 5–8 (PNG and PDF) from run directories, and Fig. 8's saddle problems from the optimizers.
+"""The paper's Figures 5–8 (PNG and PDF) from the files the runs and `llbbench saddle` wrote: nothing here trains.
 
-Fig. 8 runs every registered optimizer that needs no network on two stand-in saddle problems (claim 7 of
-docs/verdicts.md).
+Fig. 8 draws the network next to a saddle (saddle.json) and every optimizer that needs no network on two
+stand-in saddle problems (saddle_analytic.json; claim 7 of docs/verdicts.md).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,11 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # figures without pyplot: no global state, no display backend
 
-from .. import optim  # the optimizers only: the report never imports the training code
-from ..paper import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS
+from ..paper import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, SADDLES, ordered
 from ..records.run import EPOCHS
-from .runs import FINISHED, layer_rates, optimizer_label, ordered
+from .runs import FINISHED, layer_rates, optimizer_label
 
 DECAY_K = 0.9  # Fig. 6: the paper's k of α0/(1+kt) and α0·e^(−kt), t in epochs
-SADDLE_START = (1.0, 0.01)
-SADDLE_STEPS = 200
-SADDLE_RATE = 0.05  # one step size for every optimizer on the toy problems (Adadelta: its usual 1.0)
 
 
 def _save(figure: Figure, out: Path, name: str) -> list[Path]:
@@ -192,64 +187,44 @@ def fig7_initial_rate(runs: pd.DataFrame, out: Path, scale_note: str) -> list[Pa
     return _save(figure, out, "fig7_initial_rate")
 
 
-# shifted to be positive wherever a trajectory goes (|y| ≤ 3), as the loss LLb-SGD reads must be
-SADDLES: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
-    "plain": ("f = 10 + x² − y²", lambda p: 10 + p[0] ** 2 - p[1] ** 2),
-    "badly_scaled": ("f = 2 + 0.05x² − y² + 0.25y⁴", lambda p: 2 + 0.05 * p[0] ** 2 - p[1] ** 2 + 0.25 * p[1] ** 4),
-}
-
-
-def saddle_trajectories() -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
-    """Each problem's trajectory of every optimizer that needs no network; and the names left out."""
-    left_out = [name for name in optim.names() if optim.get(name).needs_model]
-    paths: dict[str, dict[str, np.ndarray]] = {}
-    for problem, (_, f) in SADDLES.items():
-        paths[problem] = {}
-        for name in ordered([n for n in optim.names() if n not in left_out], OPTIMIZERS):
-            spec = optim.get(name)
-            point = torch.nn.Parameter(torch.tensor(SADDLE_START, dtype=torch.float64))
-            holder = torch.nn.Module()
-            holder.point = point
-            rate = 1.0 if name == "adadelta" else SADDLE_RATE
-            opt = optim.build(name, holder, lr=rate)
-            trace = [point.detach().numpy().copy()]
-            for _ in range(SADDLE_STEPS):
-                loss = f(point)
-                opt.zero_grad()
-                optim.backward_and_step(spec, opt, loss)
-                trace.append(point.detach().numpy().copy())
-                if abs(trace[-1][1]) > 3:  # left the drawn region (f1 is unbounded below)
-                    break
-            paths[problem][name] = np.array(trace)
-    return paths, left_out
-
-
-def fig8_saddles(
-    out: Path, trajectories: dict[str, dict[str, np.ndarray]], left_out: list[str], measured: dict | None = None
-) -> list[Path]:
+def fig8_saddles(out: Path, analytic: dict | None, measured: dict | None = None) -> list[Path]:
     """Top: the network next to a saddle (`llbbench saddle`, when measured): the first seed's trajectories on the
     plane of their two principal components over the loss there, and every optimizer's loss against the steps.
-    Bottom: the analytic saddles, every optimizer that needs no network from the same start."""
-    figure = Figure(figsize=(10, 8.4 if measured else 4.2), layout="constrained")
-    axes = figure.subplots(2 if measured else 1, 2, squeeze=False)
+    Bottom: the analytic saddles (saddle_analytic.json, when written), every optimizer that needs no network from
+    the same start. Nothing is drawn without either."""
+    if analytic is None and measured is None:
+        return []
+    rows = (measured is not None) + (analytic is not None)
+    figure = Figure(figsize=(10, 4.2 * rows), layout="constrained")
+    axes = figure.subplots(rows, 2, squeeze=False)
     if measured:
         _network_saddle(axes[0][0], axes[0][1], measured)
+    if analytic is None:
+        title = "Fig. 8: a network next to a saddle (llbbench saddle --analytic adds the analytic saddles)"
+    else:
+        note = _analytic_saddles(axes[-1], analytic)
+        title = ("Fig. 8: a network next to a saddle (top); " if measured else "Fig. 8: ") + (
+            f"{analytic['steps']} steps from {tuple(analytic['start'])} near the analytic saddles (0, 0){note}"
+        )
+    figure.suptitle(title, fontsize=10)
+    return _save(figure, out, "fig8_saddles")
+
+
+def _analytic_saddles(axes: list[Axes], analytic: dict) -> str:
+    """The analytic saddles' panels; the title's note on the optimizers left out."""
+    start, trajectories = tuple(analytic["start"]), analytic["paths"]
     x, y = np.meshgrid(np.linspace(-1.2, 1.2, 200), np.linspace(-2.2, 2.2, 200))
-    for ax, (problem, (title, f)) in zip(axes[-1], SADDLES.items(), strict=True):
+    for ax, (problem, (title, f)) in zip(axes, SADDLES.items(), strict=True):
         grid = f(torch.tensor(np.stack([x, y]))).numpy()
         ax.contour(x, y, grid, levels=25, cmap="Greys", linewidths=0.6)
         for name, trace in trajectories[problem].items():
+            trace = np.asarray(trace, dtype=np.float64)
             ax.plot(trace[:, 0], trace[:, 1], label=OPTIMIZER_NAMES.get(name, name), **_saddle_style(name))
-        ax.plot(*SADDLE_START, "k*", ms=8)
+        ax.plot(*start, "k*", ms=8)
         ax.set(title=f"analytic: {title}", xlabel="x", ylabel="y", xlim=(-1.2, 1.2), ylim=(-2.2, 2.2))
-    axes[-1][0].legend(fontsize=7, loc="lower left")
-    note = f"; left out (need a network): {', '.join(left_out)}" if left_out else ""
-    figure.suptitle(
-        ("Fig. 8: a network next to a saddle (top); " if measured else "Fig. 8: ")
-        + f"{SADDLE_STEPS} steps from {SADDLE_START} near the analytic saddles (0, 0){note}",
-        fontsize=10,
-    )
-    return _save(figure, out, "fig8_saddles")
+    axes[0].legend(fontsize=7, loc="lower left")
+    left_out = analytic["left_out"]
+    return f"; left out (need a network): {', '.join(left_out)}" if left_out else ""
 
 
 def _saddle_style(name: str) -> dict:

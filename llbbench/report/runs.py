@@ -293,13 +293,6 @@ def layer_rates(path: str | Path) -> pd.DataFrame | None:
     return pd.read_csv(file) if file.exists() else None
 
 
-def ordered(values: Iterable[Any], order: Iterable[Any]) -> list[Any]:
-    """`values` (distinct) in the paper's `order` first, then any others sorted."""
-    values = list(dict.fromkeys(values))
-    known = [v for v in order if v in values]
-    return known + sorted((v for v in values if v not in known), key=str)
-
-
 def test_over_train(runs: pd.DataFrame) -> float:
     """n_test/n_train of the runs' K-fold cross-validation, 1/(K − 1): Nadeau & Bengio's correction of the paired
     t-interval over folds whose training sets overlap (0, no correction, when K is not recorded)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..paper import INITS, NETWORKS, OPTIMIZERS, PAPER_NETWORKS
+from ..paper import INITS, NETWORKS, OPTIMIZERS, PAPER_NETWORKS, ordered
 from ..records.run import BLOW_UP
 from .runs import (
     FINISHED,
@@ -17,7 +17,6 @@ from .runs import (
     main_setting,
     one_shot,
     optimizer_label,
-    ordered,
     test_over_train,
     tuned,
 )

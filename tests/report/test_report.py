@@ -12,7 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from llbbench.commands import saddle
 from llbbench.records.run import COLUMNS, EPOCHS, LAYER_LRS, STEPS, SUMMARY_KEYS, RunDir
+from llbbench.records.saddle import ANALYTIC_FILE, write_json
 from llbbench.report import build_report
 from tests.conftest import llbbench
 
@@ -81,6 +83,7 @@ def write_run(
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("results")
+    write_json(root / "fig8_saddle" / ANALYTIC_FILE, saddle.analytic())  # Fig. 8's lower panels
     t2 = "table2_cifar10"
     # resnet34: LLb-SGD reaches SGD's final loss 1.0 after one of four epochs: 4x faster; it beats NAG
     for fold, shift in ((0, 0.0), (1, 0.2)):
