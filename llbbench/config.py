@@ -414,8 +414,6 @@ def _check_optimizer_builds(name: str, options: Mapping[str, Any]) -> None:
 
 def check(cfg: DictConfig) -> DictConfig:
     """`cfg` (Hydra's node aside) checked and typed; raises `ConfigError` naming the first bad value."""
-    from . import models, optim
-
     run = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     for group in GROUPS:
         if not isinstance(run.get(group), DictConfig):
@@ -436,6 +434,20 @@ def check(cfg: DictConfig) -> DictConfig:
             raise ConfigError(f"{group} must be a config group entry with a name, e.g. {group}=NAME")
 
     _check_name(typed.experiment_name)
+    _type_groups(typed, values)
+    if typed.fold is not None and typed.fold >= typed.cv.folds:
+        raise ConfigError(f"fold={typed.fold} is out of range: use 0..{typed.cv.folds - 1} (cv.folds) or none")
+    if typed.tuned:
+        from .records.tuning import tuned_rate
+
+        tuned_rate(cfg)  # a missing winner is named here, before any run starts
+    return typed
+
+
+def _type_groups(typed: DictConfig, values: dict[str, Any]) -> None:
+    """Check each chosen group entry (dataset, model, init, optimizer) against its own schema, into `typed`."""
+    from . import models, optim
+
     dataset = values["dataset"]
     if dataset["name"] not in DATASET_SCHEMAS:
         raise ConfigError(f"unknown dataset {dataset['name']!r}; valid names: {', '.join(DATASET_SCHEMAS)}")
@@ -457,14 +469,6 @@ def check(cfg: DictConfig) -> DictConfig:
     chosen = {k: v for k, v in OmegaConf.to_container(typed.optimizer).items() if k not in ("name", "preset")}
     _check_group_ranges("optimizer", spec.hparams(preset, **chosen))
     _check_optimizer_builds(spec.name, {"preset": preset, **chosen})
-
-    if typed.fold is not None and typed.fold >= typed.cv.folds:
-        raise ConfigError(f"fold={typed.fold} is out of range: use 0..{typed.cv.folds - 1} (cv.folds) or none")
-    if typed.tuned:
-        from .records.tuning import tuned_rate
-
-        tuned_rate(cfg)  # a missing winner is named here, before any run starts
-    return typed
 
 
 def _check_name(name: str) -> None:

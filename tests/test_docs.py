@@ -1,8 +1,10 @@
 """The README and docs/ have no dead link: every relative link names a file of the repository, and every
-#anchor a heading of the page it points to (GitHub's slugs)."""
+#anchor a heading of the page it points to (GitHub's slugs). docs/verdicts.md lists the claims' rules as the
+report prints them."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -54,3 +56,21 @@ def test_the_slug_is_githubs():
         == "at-full-scale-gpu-hours-and-sending-it-to-slurm"
     )
     assert slug("## The `logger` group") == "the-logger-group"
+
+
+def _rules_writer():
+    spec = importlib.util.spec_from_file_location("write_verdict_rules", ROOT / "scripts" / "write_verdict_rules.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_claims_rules_in_docs_are_those_the_report_prints():
+    writer = _rules_writer()
+    text = writer.DOC.read_text()
+    assert writer.rewritten(text) == text, "docs/verdicts.md is out of date: run python scripts/write_verdict_rules.py"
+    from llbbench.report.claims import RULES
+
+    assert all(rule in " ".join(text.split()) for _, _, rule in RULES.values())  # each rule, word for word
+    drifted = text.replace("must lie below zero", "must lie below one", 1)
+    assert drifted != text and writer.rewritten(drifted) != drifted  # an edit by hand is found

@@ -125,3 +125,30 @@ def test_the_report_imports_nothing_that_trains():
 def test_the_tune_command_does_not_import_the_report():
     graph = imports()
     assert not {t for t in graph["llbbench.commands.tune"] if t.startswith("llbbench.report")}
+
+
+MAX_LINES = 50  # a function's lines, its docstring left out
+
+
+def long_functions(source: str) -> list[tuple[str, int]]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0]
+            docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            lines = node.end_lineno - node.lineno + 1 - ((first.end_lineno - first.lineno + 1) if docstring else 0)
+            if lines > MAX_LINES:
+                found.append((node.name, lines))
+    return found
+
+
+def test_no_function_of_the_package_is_longer_than_50_lines():
+    found = {f"{file.relative_to(PACKAGE.parent)}:{name}": n for file in PACKAGE.rglob("*.py")
+             for name, n in long_functions(file.read_text())}  # fmt: skip
+    assert found == {}
+
+
+def test_the_length_check_counts_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_LINES))
+    assert long_functions(f'def f():\n    """doc"""\n{body}\n') == [("f", MAX_LINES + 1)]
+    assert long_functions(f"def f():\n{body}\n") == [("f", MAX_LINES + 1)]

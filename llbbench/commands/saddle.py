@@ -191,6 +191,14 @@ def write_analytic(overrides: list[str]) -> Path:
     return write_json(Path(cfg.results_dir) / cfg.experiment_name / ANALYTIC_FILE, analytic())
 
 
+def _measured(out: Path, key: str) -> bool:
+    """Whether `out` holds the measurement of the configs `key` names (an unreadable file: no)."""
+    try:
+        return out.exists() and json.loads(out.read_text()).get("identity") == key
+    except ValueError:
+        return False
+
+
 def measure(overrides: list[str], rerun: bool = False) -> Path:
     """Run the measurement (unless its file is there for the same configs) and return the file; the analytic
     saddles' file is written beside it."""
@@ -199,13 +207,9 @@ def measure(overrides: list[str], rerun: bool = False) -> Path:
     out = Path(first.results_dir) / first.experiment_name / FILE
     write_analytic(overrides)
     key = identity(overrides)
-    if out.exists() and not rerun:
-        try:
-            if json.loads(out.read_text()).get("identity") == key:
-                log.info("already measured: %s (rerun=true measures again)", out)
-                return out
-        except ValueError:
-            pass  # unreadable: measure again
+    if not rerun and _measured(out, key):
+        log.info("already measured: %s (rerun=true measures again)", out)
+        return out
     s = first.saddle
     escapes: dict[str, list[int | None]] = {name: [] for name in OPTIMIZERS}
     losses: dict[str, list[list[float]]] = {name: [] for name in OPTIMIZERS}

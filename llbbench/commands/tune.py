@@ -155,6 +155,32 @@ def launch(entry: Tuned, rates: list[float], hydra_overrides: list[str]) -> None
             raise ValueError(f"the tuning sweep of {entry.network} × {entry.optimizer} could not start (see above)")
 
 
+def _grow(entries: list[Tuned], limit: int) -> bool:
+    """After every entry's grid has been trained: grow the grids that must grow (a winner on an edge, at most
+    `limit` extensions; LLb-SGD's grid until it reaches above SGD's best rate) and name the winners of the others.
+    Whether any grid grew."""
+    grown = False
+    sgd_best = {e.network: e.grid[best(e.grid, e.val_loss)] for e in entries if e.optimizer == "sgd"}
+    for entry in entries:
+        i = best(entry.grid, entry.val_loss)
+        on_edge = i in (0, len(entry.grid) - 1)
+        if entry.optimizer == "llb" and entry.grid[-1] <= sgd_best.get(entry.network, 0.0):
+            # LLb-SGD's rates only fall from α0: its grid reaches above SGD's best rate (docs/verdicts.md)
+            low = -entry.grid.index(entry.configured)
+            entry.grid = grid_around(entry.configured, low, low + len(entry.grid))
+            grown = True
+        elif on_edge and len(entry.grid) - len(grid_around(entry.configured)) < limit:  # extensions so far
+            low = -entry.grid.index(entry.configured)  # the grid is configured · 10^(k/2), k = low .. high
+            high = low + len(entry.grid) - 1
+            entry.grid = (
+                grid_around(entry.configured, low - 1, high) if i == 0 else grid_around(entry.configured, low, high + 1)
+            )
+            grown = True
+        else:
+            entry.winner, entry.edge = entry.grid[i], on_edge
+    return grown
+
+
 def tune(overrides: list[str]) -> Path:
     """Tune every (network, optimizer) of the experiment that `overrides` names; write and return tuning.json."""
     task, hydra_overrides = split_overrides(overrides)
@@ -181,28 +207,7 @@ def tune(overrides: list[str]) -> Path:
                 missing = paths[results.index("pending")]
                 raise ValueError(f"tuning run {missing} did not finish (killed?); run llbbench tune again to resume")
             entry.val_loss = results
-        grown = False
-        sgd_best = {e.network: e.grid[best(e.grid, e.val_loss)] for e in entries if e.optimizer == "sgd"}
-        for entry in entries:
-            i = best(entry.grid, entry.val_loss)
-            on_edge = i in (0, len(entry.grid) - 1)
-            if entry.optimizer == "llb" and entry.grid[-1] <= sgd_best.get(entry.network, 0.0):
-                # LLb-SGD's rates only fall from α0: its grid reaches above SGD's best rate (docs/verdicts.md)
-                low = -entry.grid.index(entry.configured)
-                entry.grid = grid_around(entry.configured, low, low + len(entry.grid))
-                grown = True
-            elif on_edge and len(entry.grid) - len(grid_around(entry.configured)) < limit:  # extensions so far
-                low = -entry.grid.index(entry.configured)  # the grid is configured · 10^(k/2), k = low .. high
-                high = low + len(entry.grid) - 1
-                entry.grid = (
-                    grid_around(entry.configured, low - 1, high)
-                    if i == 0
-                    else grid_around(entry.configured, low, high + 1)
-                )
-                grown = True
-            else:
-                entry.winner, entry.edge = entry.grid[i], on_edge
-        if not grown:
+        if not _grow(entries, limit):
             break
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -149,20 +149,9 @@ class LLbSGD(torch.optim.Optimizer):
                 ("max_lr_ratio", max_lr_ratio, math.isfinite(max_lr_ratio) and max_lr_ratio >= 1, ">= 1, finite"),
             ),
         )
-        defaults = {
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "xi": xi,
-            "threshold": threshold,
-            "direction": direction,
-            "conv_norm": conv_norm,
-            "fc_norm": fc_norm,
-            "loss_ema": loss_ema,
-            "min_lr_ratio": min_lr_ratio,
-            "max_lr_ratio": max_lr_ratio,
-            "groups": groups,
-            "foreach": foreach,
-        }
+        defaults = {"lr": lr, "weight_decay": weight_decay, "xi": xi, "threshold": threshold, "direction": direction,
+                    "conv_norm": conv_norm, "fc_norm": fc_norm, "loss_ema": loss_ema, "min_lr_ratio": min_lr_ratio,
+                    "max_lr_ratio": max_lr_ratio, "groups": groups, "foreach": foreach}  # fmt: skip
         params = list(params)
         if params and not isinstance(params[0], dict):
             params = [{"params": [p], "name": f"param{i}"} for i, p in enumerate(params)]

@@ -173,6 +173,12 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
         "# Claims of Zheng et al. (2019), checked\n\n" + header + "\n\n" + "\n".join(c.markdown() for c in claim_list)
     )
     (out / "claims.json").write_text(json.dumps([c.as_dict() for c in claim_list], indent=1, allow_nan=False) + "\n")
+    (out / "report.md").write_text(_index(header, written_tables, drawn, claim_list))
+    return out
+
+
+def _index(header: str, written_tables: list, drawn: dict[str, list[Path]], claim_list: list) -> str:
+    """report.md: the header, every table, every figure (or why it is missing) and the verdicts."""
     index = ["# llbbench report", "", header, ""]
     for table in written_tables:
         index += [table.markdown(), ""]
@@ -182,5 +188,4 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
         index.append("")
     index.append("Claims and verdicts: [claims.md](claims.md)")
     index += [f"- {c.id}. {c.title}: **{c.verdict}**" for c in claim_list]
-    (out / "report.md").write_text("\n".join(index) + "\n")
-    return out
+    return "\n".join(index) + "\n"

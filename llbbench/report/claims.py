@@ -5,6 +5,7 @@ are the constants below."""
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,110 @@ HARDLY = 0.10  # "hardly depends": a spread (max − min) / mean of at most 10%
 SPEEDUP = 3.0  # "about 4× faster": the interval of the speed-up ratio lies above 3
 SMOOTH = 5  # claim 1: the training loss of steps.csv as a trailing mean over this many logged rows
 SAME_SETTING = ["model", "optimizer", "batch_size", "init", "lr"]  # what a claim's cell of runs shares but folds
+
+
+def beats_rule(names: str) -> str:
+    return (
+        f"per network: the final training loss and the final test loss of each of {names} minus LLb-SGD's, paired "
+        "by fold; a difference holds when its 95% corrected t-interval (Nadeau & Bengio: the variance × (1/k + "
+        "1/(K − 1)) for k folds of a K-fold split) lies above zero and is contradicted when below, Holm-corrected "
+        "over every difference of the claim. A pair with a diverged side is decided without an interval: one side "
+        "diverged on every fold and the other on none loses; anything else is inconclusive. The claim holds on a "
+        "network when every difference holds, is contradicted when any is, and holds when it holds on every network."
+    )
+
+
+# every claim's title, the paper's words and the rule that decides it: claims.md prints them, and
+# docs/verdicts.md's list of the claims is written from them (scripts/write_verdict_rules.py; tests/test_docs.py)
+RULES: dict[int, tuple[str, str, str]] = {
+    1: (
+        "LLb-SGD converges about 4× faster than SGD on CIFAR-10",
+        "on CIFAR-10 LLb-SGD converges about 4× faster than SGD (gap visible after 20 epochs).",
+        f"per network and fold, from steps.csv (the mini-batch loss as a trailing mean over up to {SMOOTH} logged "
+        "rows, so that it exists from the first logged step): the target is SGD's final smoothed training loss; "
+        "the ratio is the step at which SGD's smoothed loss first reaches it over the step at which LLb-SGD's does "
+        "(one that never does, or diverged, counted as reaching it one logged step after its last: a bound in its "
+        "favour). The largest ratio a fold can show is SGD's step over LLb-SGD's first logged step (the ceiling). "
+        f"Holds on a network when the 95% corrected interval of the ratio over folds (a t-interval of its "
+        f"logarithm) lies above {SPEEDUP:g}, contradicted when below; inconclusive when the ceiling (geometric "
+        f"mean over folds) is below {SPEEDUP:g}. Holm-corrected over the networks; holds when it holds on every "
+        "CIFAR-10 network.",
+    ),
+    2: (
+        "LLb-SGD beats NAG, Path-SGD and ESGD on CIFAR-10",
+        "on CIFAR-10 LLb-SGD beats NAG, Path-SGD and ESGD.",
+        beats_rule(", ".join(OPTIMIZER_NAMES[r] for r in ("nag", "pathsgd", "esgd"))),
+    ),
+    3: (
+        "LLb-SGD is best on the ImageNet networks",
+        "on ImageNet it is best, with final training/test loss 0.027/0.011 below the best competitor.",
+        beats_rule("the eight other optimizers of the paper")
+        + " Measured on another dataset (a stand-in), its numbers are shown and the verdict is not measured.",
+    ),
+    4: (
+        "Training loss hardly depends on the batch size; test loss improves with larger batches",
+        "training loss hardly depends on batch size (16–256) while test loss improves with larger batches.",
+        "per network (Table 3: LLb-SGD and its SGD control over the batch sizes; a batch size at which neither "
+        "learned is left out and named): (a) per fold, the spread (max − min)/mean of the final training loss over "
+        f"the batch sizes; LLb-SGD's 95% corrected interval must lie below {HARDLY:.0%} and the interval of SGD's "
+        "spread minus LLb-SGD's (paired by fold) above zero; where neither optimizer's spread interval can be "
+        f"below {HARDLY:.0%} (both lie above it), the comparison with SGD alone decides (a), and the report says so; "
+        "(b) the trend: per fold, the least-squares slope of LLb-SGD's final test loss on log2(batch size); the "
+        "corrected interval of the slopes over folds must lie below zero. Holm-corrected over every part; holds on "
+        "a network when (a) and (b) hold, contradicted when either is contradicted; holds when it holds on every "
+        "network.",
+    ),
+    5: (
+        "Results hardly depend on the initialization",
+        "results hardly depend on the initialization (uniform, normal, Xavier, MSRA).",
+        "per network (Table 4: LLb-SGD and its SGD control over the initializations; an initialization at which "
+        "neither learned is left out and named), for the final training loss and for the final test loss: per "
+        "fold, the spread (max − min)/mean over the initializations; LLb-SGD's 95% corrected interval must lie "
+        f"below {HARDLY:.0%} and the interval of SGD's spread minus LLb-SGD's (paired by fold) above zero; where "
+        f"neither optimizer's spread interval can be below {HARDLY:.0%}, the comparison with SGD alone decides. "
+        "Holm-corrected over every part; holds on a network when both losses do, contradicted when either is; holds "
+        "when it holds on every network.",
+    ),
+    6: (
+        "The initial rate changes the number of iterations, not the final loss",
+        "the initial learning rate changes the number of iterations, not the final loss.",
+        "per network (Fig. 7: LLb-SGD at initial rates 0.001–0.1): (a) the iterations to convergence must fall as "
+        "the rate rises: a run converged when the plateau rule stopped it below "
+        f"{LEARNED}·ln C (a stop at a higher loss is a stall, not convergence); a run that reached its budget is "
+        "censored (its iterations are at least the budget) and, like a stall, left out of the least-squares slope "
+        "of log(steps) on log(rate) over the converged runs, whose 95% t-interval must lie below zero (fewer than "
+        "three converged runs at two rates: inconclusive); (b) the spread (max − min)/mean of the final training "
+        f"loss over the rates (mean over folds; a diverged run counted as the larger of ln C and the worst "
+        f"finished loss) must be at most {HARDLY:.0%}. Holds on a network when (a) and (b) hold, contradicted when "
+        "(a)'s interval lies above zero or (b) fails; Holm-corrected over the networks' slopes; holds when it holds "
+        "on every network.",
+    ),
+    7: (
+        "LLb-SGD passes saddle points where SGD, NAG and Adagrad stall",
+        "LLb-SGD passes saddle points where SGD, NAG and Adagrad stall (Fig. 8), and faster than Adam.",
+        "Fig. 8's network started next to the saddle at zero weights, each optimizer at its configured rate, "
+        "several seeds (each its own start and batch order): the escape is the first step at which the training "
+        "loss on a fixed batch is 10% below its value at the start (one that never escapes counted as escaping one "
+        "step after the budget). Paired by seed: LLb-SGD against SGD, NAG, Adagrad and Adam, and Adam against SGD, "
+        "NAG and Adagrad; each difference (the other's steps minus its own) holds when its 95% t-interval lies above "
+        "zero (the seeds share no training data: no correction). The same again at tuned rates (each optimizer's "
+        "five rates around its own tried on a seed none of these uses; the earliest escape wins), Holm-corrected over "
+        "all the differences. Holds when every difference holds, contradicted when any lies below zero. Note: at the "
+        "same α0 the "
+        "reconstruction of LLb-SGD (max_lr_ratio 1) never takes a larger step than SGD, so at equal rates it can at "
+        "best tie SGD here; the ablation runs max_lr_ratio > 1.",
+    ),
+}
+
+
+def rules_markdown(width: int = 116) -> str:
+    """The claims as docs/verdicts.md lists them: each one's title, the paper's words and its rule (`RULES`)."""
+    items = [
+        textwrap.fill(f"**{title}.** *Paper:* {paper} *Rule:* {rule}", width, initial_indent=f"{number}. ",
+                      subsequent_indent="   ", break_long_words=False, break_on_hyphens=False)
+        for number, (title, paper, rule) in RULES.items()
+    ]  # fmt: skip
+    return "\n".join(items) + "\n"
 
 
 @dataclass
@@ -224,20 +329,7 @@ def _speedups(of: pd.DataFrame) -> tuple[list[float], list[float], list[str]]:
 
 
 def speedup(runs: pd.DataFrame) -> Claim:
-    claim = Claim(
-        1,
-        "LLb-SGD converges about 4× faster than SGD on CIFAR-10",
-        "on CIFAR-10 LLb-SGD converges about 4× faster than SGD (gap visible after 20 epochs).",
-        f"per network and fold, from steps.csv (the mini-batch loss as a trailing mean over up to {SMOOTH} logged "
-        "rows, so that it exists from the first logged step): the target is SGD's final smoothed training loss; "
-        "the ratio is the step at which SGD's smoothed loss first reaches it over the step at which LLb-SGD's does "
-        "(one that never does, or diverged, counted as reaching it one logged step after its last: a bound in its "
-        "favour). The largest ratio a fold can show is SGD's step over LLb-SGD's first logged step (the ceiling). "
-        f"Holds on a network when the 95% corrected interval of the ratio over folds (a t-interval of its "
-        f"logarithm) lies above {SPEEDUP:g}, contradicted when below; inconclusive when the ceiling (geometric "
-        f"mean over folds) is below {SPEEDUP:g}. Holm-corrected over the networks; holds when it holds on every "
-        "CIFAR-10 network.",
-    )
+    claim = Claim(1, *RULES[1])
     tests, shown = {}, {}
     for network, of in networks_that_learned(claim, runs):
         ratios, ceilings, notes = _speedups(of)
@@ -291,17 +383,6 @@ def beats(claim: Claim, runs: pd.DataFrame, rivals: tuple[str, ...]) -> Claim:
         claim.lines.append(f"{network}: rival − LLb-SGD, train/test (paired by fold): {'; '.join(shown)}: {outcome}")
     claim.verdict = combine(r["verdict"] for r in claim.rows.values())
     return claim
-
-
-def beats_rule(names: str) -> str:
-    return (
-        f"per network: the final training loss and the final test loss of each of {names} minus LLb-SGD's, paired "
-        "by fold; a difference holds when its 95% corrected t-interval (Nadeau & Bengio: the variance × (1/k + "
-        "1/(K − 1)) for k folds of a K-fold split) lies above zero and is contradicted when below, Holm-corrected "
-        "over every difference of the claim. A pair with a diverged side is decided without an interval: one side "
-        "diverged on every fold and the other on none loses; anything else is inconclusive. The claim holds on a "
-        "network when every difference holds, is contradicted when any is, and holds when it holds on every network."
-    )
 
 
 def stand_in(runs: pd.DataFrame) -> bool:
@@ -381,20 +462,7 @@ def _leave_out_unlearned(claim: Claim, network: str, of: pd.DataFrame, factor: s
 
 
 def batch_size(runs: pd.DataFrame) -> Claim:
-    claim = Claim(
-        4,
-        "Training loss hardly depends on the batch size; test loss improves with larger batches",
-        "training loss hardly depends on batch size (16–256) while test loss improves with larger batches.",
-        "per network (Table 3: LLb-SGD and its SGD control over the batch sizes; a batch size at which neither "
-        "learned is left out and named): (a) per fold, the spread (max − min)/mean of the final training loss over "
-        f"the batch sizes; LLb-SGD's 95% corrected interval must lie below {HARDLY:.0%} and the interval of SGD's "
-        "spread minus LLb-SGD's (paired by fold) above zero; where neither optimizer's spread interval can be "
-        f"below {HARDLY:.0%} (both lie above it), the comparison with SGD alone decides (a), and the report says so; "
-        "(b) the trend: per fold, the least-squares slope of LLb-SGD's final test loss on log2(batch size); the "
-        "corrected interval of the slopes over folds must lie below zero. Holm-corrected over every part; holds on "
-        "a network when (a) and (b) hold, contradicted when either is contradicted; holds when it holds on every "
-        "network.",
-    )
+    claim = Claim(4, *RULES[4])
     tests, texts = {}, {}
     for network, of in networks_that_learned(claim, runs):
         if of["batch_size"].nunique() < 2 or "llb" not in set(of["optimizer"]):
@@ -426,18 +494,7 @@ def batch_size(runs: pd.DataFrame) -> Claim:
 
 
 def initialization(runs: pd.DataFrame) -> Claim:
-    claim = Claim(
-        5,
-        "Results hardly depend on the initialization",
-        "results hardly depend on the initialization (uniform, normal, Xavier, MSRA).",
-        "per network (Table 4: LLb-SGD and its SGD control over the initializations; an initialization at which "
-        "neither learned is left out and named), for the final training loss and for the final test loss: per "
-        "fold, the spread (max − min)/mean over the initializations; LLb-SGD's 95% corrected interval must lie "
-        f"below {HARDLY:.0%} and the interval of SGD's spread minus LLb-SGD's (paired by fold) above zero; where "
-        f"neither optimizer's spread interval can be below {HARDLY:.0%}, the comparison with SGD alone decides. "
-        "Holm-corrected over every part; holds on a network when both losses do, contradicted when either is; holds "
-        "when it holds on every network.",
-    )
+    claim = Claim(5, *RULES[5])
     tests, texts = {}, {}
     for network, of in networks_that_learned(claim, runs):
         if of["init"].nunique() < 2 or "llb" not in set(of["optimizer"]):
@@ -464,41 +521,31 @@ def initialization(runs: pd.DataFrame) -> Claim:
     return claim
 
 
+def _rate_tests(of: pd.DataFrame) -> tuple[dict[str, Part], tuple]:
+    """Claim 6 on one network's runs: its two parts (the slope falls, the final loss is steady) and what the claim
+    shows of them (the slope, the loss spread, the mean steps to converge per rate, stalls, censored runs)."""
+    bar = LEARNED * (chance(of) or math.inf)
+    stopped = of[of["status"] == "stopped"]
+    converged = stopped[stopped["train_loss"].astype(float) < bar]
+    stalled, censored = len(stopped) - len(converged), int((of["status"] == "completed").sum())
+    slope = slope_interval(np.log(converged["lr"].astype(float)), np.log(converged["steps"].astype(float)))
+    enough = len(converged) >= 3 and converged["lr"].nunique() >= 2
+    loss_spread = spread(per_fold(of, "train_loss", "lr").mean())
+    parts = {
+        "falls": Part(slope, "below") if enough else Part(
+            slope, fixed=INCONCLUSIVE, why=f"{len(converged)} converged run(s): too few for a slope"),
+        "steady": Part(t_interval([]), fixed=HOLDS if loss_spread <= HARDLY else CONTRADICTED,
+                       why=f"spread {loss_spread:.1%}"),
+    }  # fmt: skip
+    return parts, (slope, loss_spread, converged.groupby("lr")["steps"].mean(), stalled, censored)
+
+
 def initial_rate(runs: pd.DataFrame) -> Claim:
-    claim = Claim(
-        6,
-        "The initial rate changes the number of iterations, not the final loss",
-        "the initial learning rate changes the number of iterations, not the final loss.",
-        "per network (Fig. 7: LLb-SGD at initial rates 0.001–0.1): (a) the iterations to convergence must fall as "
-        "the rate rises: a run converged when the plateau rule stopped it below "
-        f"{LEARNED}·ln C (a stop at a higher loss is a stall, not convergence); a run that reached its budget is "
-        "censored (its iterations are at least the budget) and, like a stall, left out of the least-squares slope "
-        "of log(steps) on log(rate) over the converged runs, whose 95% t-interval must lie below zero (fewer than "
-        "three converged runs at two rates: inconclusive); (b) the spread (max − min)/mean of the final training "
-        f"loss over the rates (mean over folds; a diverged run counted as the larger of ln C and the worst "
-        f"finished loss) must be at most {HARDLY:.0%}. Holds on a network when (a) and (b) hold, contradicted when "
-        "(a)'s interval lies above zero or (b) fails; Holm-corrected over the networks' slopes; holds when it holds "
-        "on every network.",
-    )
+    claim = Claim(6, *RULES[6])
     tests, shown = {}, {}
     for network, of in networks_that_learned(claim, runs):
-        if of["lr"].nunique() < 2:
-            continue
-        bar = LEARNED * (chance(of) or math.inf)
-        stopped = of[of["status"] == "stopped"]
-        converged = stopped[stopped["train_loss"].astype(float) < bar]
-        stalled, censored = len(stopped) - len(converged), int((of["status"] == "completed").sum())
-        slope = slope_interval(np.log(converged["lr"].astype(float)), np.log(converged["steps"].astype(float)))
-        enough = len(converged) >= 3 and converged["lr"].nunique() >= 2
-        loss_spread = spread(per_fold(of, "train_loss", "lr").mean())
-        tests[network] = {
-            "falls": Part(slope, "below") if enough else Part(
-                slope, fixed=INCONCLUSIVE, why=f"{len(converged)} converged run(s): too few for a slope"),
-            "steady": Part(t_interval([]), fixed=HOLDS if loss_spread <= HARDLY else CONTRADICTED,
-                           why=f"spread {loss_spread:.1%}"),
-        }  # fmt: skip
-        steps = converged.groupby("lr")["steps"].mean()
-        shown[network] = (slope, loss_spread, steps, stalled, censored)
+        if of["lr"].nunique() >= 2:
+            tests[network], shown[network] = _rate_tests(of)
     for network, parts in decide(claim, tests).items():
         slope, loss_spread, steps, stalled, censored = shown[network]
         outcome = combine(parts.values())
@@ -525,25 +572,21 @@ def initial_rate(runs: pd.DataFrame) -> Claim:
 ESCAPERS, STALLERS = ("llb", "adam"), ("sgd", "nag", "adagrad")
 
 
+def _escape_lines(escapes: dict[str, list[int | None]], rates: dict[str, Any], where: str, budget: int) -> list[str]:
+    """Claim 7's lines of one reading: each optimizer's rate and escape step per seed."""
+    lines = []
+    for name in ordered(escapes, OPTIMIZERS):
+        shown = ", ".join("never" if s is None else str(s) for s in escapes[name])
+        rate = rates.get(name)
+        at = f" at rate {rate:.4g}" if rate is not None else ""
+        lines.append(f"{where}: {OPTIMIZER_NAMES.get(name, name)}{at}: escape step per seed {shown} (budget {budget})")
+    return lines
+
+
 def saddles(measured: dict[str, Any] | None) -> Claim:
     """Claim 7 from Fig. 8's network measurement (`llbbench saddle`): its `escapes` map each optimizer to its
     escape step per seed (None: it did not escape within `budget` steps)."""
-    claim = Claim(
-        7,
-        "LLb-SGD passes saddle points where SGD, NAG and Adagrad stall",
-        "LLb-SGD passes saddle points where SGD, NAG and Adagrad stall (Fig. 8), and faster than Adam.",
-        "Fig. 8's network started next to the saddle at zero weights, each optimizer at its configured rate, "
-        "several seeds (each its own start and batch order): the escape is the first step at which the training "
-        "loss on a fixed batch is 10% below its value at the start (one that never escapes counted as escaping one "
-        "step after the budget). Paired by seed: LLb-SGD against SGD, NAG, Adagrad and Adam, and Adam against SGD, "
-        "NAG and Adagrad; each difference (the other's steps minus its own) holds when its 95% t-interval lies above "
-        "zero (the seeds share no training data: no correction). The same again at tuned rates (each optimizer's "
-        "five rates around its own tried on a seed none of these uses; the earliest escape wins), Holm-corrected over "
-        "all the differences. Holds when every difference holds, contradicted when any lies below zero. Note: at the "
-        "same α0 the "
-        "reconstruction of LLb-SGD (max_lr_ratio 1) never takes a larger step than SGD, so at equal rates it can at "
-        "best tie SGD here; the ablation runs max_lr_ratio > 1.",
-    )
+    claim = Claim(7, *RULES[7])
     escapes, budget = (measured or {}).get("escapes"), (measured or {}).get("budget")
     if not escapes or budget is None or "llb" not in escapes:
         return claim
@@ -571,12 +614,8 @@ def saddles(measured: dict[str, Any] | None) -> Claim:
                 f"{where}: {OPTIMIZER_NAMES[rival]} − {OPTIMIZER_NAMES[mine]} escape steps: "
                 f"{interval.text('+.1f')}: {outcome}"
             )
-        for name in ordered(of, OPTIMIZERS):
-            shown = ", ".join("never" if s is None else str(s) for s in of[name])
-            rate = tuned["rates"].get(name) if reading == "tuned" else (measured.get("rates") or {}).get(name)
-            at = f" at rate {rate:.4g}" if rate is not None else ""
-            claim.lines.append(f"{where}: {OPTIMIZER_NAMES.get(name, name)}{at}: escape step per seed {shown} "
-                               f"(budget {budget})")  # fmt: skip
+        rates = tuned["rates"] if reading == "tuned" else measured.get("rates") or {}
+        claim.lines += _escape_lines(of, rates, where, budget)
     claim.verdict = combine(o for parts in outcomes.values() for o in parts.values())
     return claim
 
@@ -600,19 +639,8 @@ def all_claims(groups: dict[str, pd.DataFrame], saddle: dict[str, Any] | None = 
     empty = pd.DataFrame()
     cifar, imagenet = split_by_dataset(groups.get("table2", empty))
     rivals = ("nag", "pathsgd", "esgd")
-    on_cifar = Claim(
-        2,
-        "LLb-SGD beats NAG, Path-SGD and ESGD on CIFAR-10",
-        "on CIFAR-10 LLb-SGD beats NAG, Path-SGD and ESGD.",
-        beats_rule(", ".join(OPTIMIZER_NAMES[r] for r in rivals)),
-    )
-    on_imagenet = Claim(
-        3,
-        "LLb-SGD is best on the ImageNet networks",
-        "on ImageNet it is best, with final training/test loss 0.027/0.011 below the best competitor.",
-        beats_rule("the eight other optimizers of the paper")
-        + " Measured on another dataset (a stand-in), its numbers are shown and the verdict is not measured.",
-    )
+    on_cifar = Claim(2, *RULES[2])
+    on_imagenet = Claim(3, *RULES[3])
     imagenet_claim = beats(on_imagenet, imagenet, tuple(o for o in OPTIMIZERS if o != "llb"))
     if stand_in(imagenet):
         imagenet_claim.verdict, imagenet_claim.note = NOT_MEASURED, "stand-in: ImageNet's networks on CIFAR-10"

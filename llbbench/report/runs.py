@@ -101,6 +101,10 @@ def protocol(run: Any, entries: list[dict[str, Any]]) -> str:
     return BOTH if configured and tuned else TUNED if tuned else ONE_SHOT if configured else TUNING
 
 
+# the optimizer's values a run's row shows (max_lr_ratio too: LLb-SGD's runs made before it was an option had 1)
+OPTIMIZER_COLUMNS = ("preset", "lr", "weight_decay", "threshold", "direction", "conv_norm", "loss_ema", "xi")
+
+
 def _row(path: Path) -> dict[str, Any]:
     config = yaml.safe_load((path / CONFIG).read_text())
     summary = json.loads((path / SUMMARY).read_text())
@@ -123,15 +127,8 @@ def _row(path: Path) -> dict[str, Any]:
         "width": model.get("width", 1.0),
         "dropout": model.get("dropout"),
         "optimizer": optimizer_variant(optimizer, train),  # e.g. sgd, or sgd+cosine for a control
-        "preset": optimizer.get("preset"),
-        "lr": optimizer.get("lr"),
-        "weight_decay": optimizer.get("weight_decay"),
-        "threshold": optimizer.get("threshold"),
-        "direction": optimizer.get("direction"),
-        "conv_norm": optimizer.get("conv_norm"),
-        "loss_ema": optimizer.get("loss_ema"),
+        **{key: optimizer.get(key) for key in OPTIMIZER_COLUMNS},
         "max_lr_ratio": optimizer.get("max_lr_ratio", 1.0 if optimizer.get("name") == "llb" else None),
-        "xi": optimizer.get("xi"),
         "batch_size": train["batch_size"],
         "epoch_budget": train["epochs"],
         "init": config["init"]["name"],

@@ -149,6 +149,21 @@ class Table:
 TIED = "≈"
 
 
+def _grid_notes(diverged: list[str], missing: list[str]) -> list[str]:
+    """A grid table's notes on its cells: what they show, which diverged, which have no finished run."""
+    notes = [
+        f"{SPREAD} {ONE_RUN}; the best of each network and metric in bold; "
+        f"{TIED}: statistically tied with the best (the 95% corrected t-interval of the differences, paired by "
+        "fold, includes zero; two folds or more; docs/verdicts.md)."
+    ]
+    if diverged:
+        notes.append(f"{DIVERGED} a run of this cell diverged (a non-finite loss, or a final training loss above "
+                     f"{BLOW_UP:g}·ln C): " + "; ".join(diverged) + ".")  # fmt: skip
+    if missing:
+        notes.append(f"{MISSING} no finished run: " + "; ".join(missing) + ".")
+    return notes
+
+
 def grid_table(
     name: str, caption: str, runs: pd.DataFrame, column: str, order: tuple, metrics: dict[str, str] = METRICS
 ) -> Table:
@@ -188,17 +203,7 @@ def grid_table(
                 cells[j][mark] = True
             rows.append(row)
             records += cells.values()
-    notes = [
-        f"{SPREAD} {ONE_RUN}; the best of each network and metric in bold; "
-        f"{TIED}: statistically tied with the best (the 95% corrected t-interval of the differences, paired by "
-        "fold, includes zero; two folds or more; docs/verdicts.md)."
-    ]
-    if diverged:
-        notes.append(f"{DIVERGED} a run of this cell diverged (a non-finite loss, or a final training loss above "
-                     f"{BLOW_UP:g}·ln C): " + "; ".join(diverged) + ".")  # fmt: skip
-    if missing:
-        notes.append(f"{MISSING} no finished run: " + "; ".join(missing) + ".")
-    notes += _network_notes(runs, column)
+    notes = [*_grid_notes(diverged, missing), *_network_notes(runs, column)]
     if by_optimizer and len(runs) and set(runs["scale"].astype(str)) - {"full"}:
         for network in PAPER_NETWORKS:
             if network not in set(runs["model"]):

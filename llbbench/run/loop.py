@@ -136,13 +136,8 @@ class _Loop:
                 self.bar.update()
                 step_loss = self._add_to_epoch(loss, total, output, labels, count)
                 logged = progress.steps % t.log_every == 0
-                if logged:
-                    value = step_loss.item()
-                    seconds = self.checkpointer.seconds(progress)
-                    _log_step(self.record, optimizer, spec, progress.steps, epoch, value, seconds)
-                    self.bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
-                    if not math.isfinite(progress.loss_sum.item()):
-                        return _diverged(progress.steps)
+                if logged and not self._log(step_loss, epoch):
+                    return _diverged(progress.steps)
                 setup.scheduler.step()  # after logging: steps.csv shows the rate this step used
                 if self.plateau is not None and self.plateau.reached(step_loss):
                     log.info("plateau: the loss fell by at most %s over %d steps", self.plateau.min_drop,
@@ -155,6 +150,16 @@ class _Loop:
         finally:
             progress.epoch_seconds += time.perf_counter() - epoch_start
         return None
+
+    def _log(self, step_loss: torch.Tensor, epoch: int) -> bool:
+        """The logged step's row of steps.csv (and layer_lrs.csv) and the bar's loss; False when the epoch's loss
+        sum is no longer finite."""
+        progress, setup = self.progress, self.setup
+        value = step_loss.item()
+        _log_step(self.record, setup.optimizer, setup.spec, progress.steps, epoch, value,
+                  self.checkpointer.seconds(progress))  # fmt: skip
+        self.bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
+        return math.isfinite(progress.loss_sum.item())
 
     def _add_to_epoch(
         self, loss: torch.Tensor, total: torch.Tensor | None, output: torch.Tensor, labels: torch.Tensor, count: int
