@@ -73,6 +73,7 @@ bench-gpu: $(STAMP)  ## the GPU path measured (results/bench/gpu.json; ARGS=--qu
 
 bench: $(STAMP)  ## benchmarks: write results/bench/*.json (needs CIFAR-10 under $$LLBBENCH_DATA or ./data)
 	$(BIN)/python scripts/bench_run.py
+	$(BIN)/python scripts/bench_parallel.py
 
 clean-runs:  ## delete ad-hoc run directories (results/runs/)
 	rm -rf results/runs

@@ -17,6 +17,7 @@ import difflib
 import enum
 import importlib.resources
 import math
+import os
 import re
 import typing
 from collections.abc import Callable, Mapping
@@ -174,6 +175,13 @@ def _data_fingerprint(*, _parent_: DictConfig) -> str:
         return data.UNAVAILABLE
 
 
+def _cores_jobs(threads: Any) -> int:
+    """`${cores_jobs:${train.threads}}` (hydra/launcher=cores): how many runs at once fill this machine's cores
+    at `threads` threads each (null: torch's default, every core: one run)."""
+    cores = os.cpu_count() or 1
+    return max(1, cores // int(threads)) if isinstance(threads, int) and threads >= 1 else 1
+
+
 def _tuned_lr(configured: Any, *, _root_: DictConfig) -> Any:
     """`${tuned_lr:RATE}` (each optimizer's `lr`): RATE, or with `tuned=true` the winner in tuning.json.
 
@@ -205,6 +213,7 @@ OmegaConf.register_new_resolver("run_id", _run_id, replace=True)
 OmegaConf.register_new_resolver("world_size", _world_size, replace=True)
 OmegaConf.register_new_resolver("data_fingerprint", _data_fingerprint, replace=True)
 OmegaConf.register_new_resolver("tuned_lr", _tuned_lr, replace=True)
+OmegaConf.register_new_resolver("cores_jobs", _cores_jobs, replace=True)
 
 
 # --- the typed schema of the run's own values; `min` in a field's metadata is its smallest valid value ---
@@ -239,6 +248,7 @@ class TrainConfig:
     schedule: Schedule = Schedule.constant
     schedule_k: float = _at_least(0.0, 0.9)
     plateau: PlateauConfig | None = None
+    threads: int | None = _at_least(1, None)
 
 
 @dataclass

@@ -4,8 +4,10 @@ which a run slowed down by other work on the machine (or paused) cannot inflate.
 
     python scripts/run_time.py results/small
 
-The recorded seconds are each run's training and evaluation time (`summary.json`); process start-up and data
-loading, a few seconds a run, are not in them.
+The recorded seconds are each run's training and evaluation time (`summary.json`). Runs that record their
+start-up (`setup_seconds`: checks, data, network, from the run's start to its first step) and when they started
+and ended also give the start-up summed and the wall time from the first start to the last end (runs side by
+side overlap in it; the gaps between runs, composing their configs, are in it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ def run_time(runs: pd.DataFrame) -> pd.DataFrame:
                                             typical=("typical", "sum"))  # fmt: skip
     table.loc["all"] = table.sum()
     table[["recorded", "typical"]] /= 60
+    table["startup"] = table["wall"] = float("nan")
+    if "setup_seconds" in timed and timed["setup_seconds"].notna().any():
+        stamped = timed[timed["setup_seconds"].notna()]
+        for experiment, of in [*stamped.groupby("experiment"), ("all", stamped)]:
+            table.loc[experiment, "startup"] = of["setup_seconds"].sum() / 60
+            span = pd.to_datetime(of["ended"]).max() - pd.to_datetime(of["started"]).min()
+            table.loc[experiment, "wall"] = span.total_seconds() / 60
     return table.round(1)
 
 
@@ -40,10 +49,12 @@ def main() -> int:
         print(f"no run directories under {', '.join(args.dirs)}", file=sys.stderr)
         return 2
     table = run_time(runs)
-    print("| experiment | runs | recorded minutes | minutes at each kind's median per step |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| experiment | runs | recorded minutes | minutes at each kind's median per step | start-up minutes | "
+          "wall minutes |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for experiment, row in table.iterrows():
-        print(f"| {experiment} | {int(row['runs'])} | {row['recorded']:.1f} | {row['typical']:.1f} |")
+        extra = " | ".join("—" if pd.isna(row[k]) else f"{row[k]:.1f}" for k in ("startup", "wall"))
+        print(f"| {experiment} | {int(row['runs'])} | {row['recorded']:.1f} | {row['typical']:.1f} | {extra} |")
     return 0
 
 

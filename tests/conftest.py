@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,10 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from llbbench.config import CONFIG_PACKAGE
+
+# the md5 sums of CIFAR-10's files are remembered across processes (llbbench/data/cifar.py): in a folder of the
+# test session (each xdist worker its own, inherited by the processes the tests start), not the user's cache
+os.environ.setdefault("LLBBENCH_CACHE", tempfile.mkdtemp(prefix="llbbench-test-cache-"))
 
 FAKE_TRAIN_PER_BATCH = 120
 FAKE_TEST = 200

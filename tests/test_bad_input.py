@@ -294,7 +294,7 @@ HYDRA_CASES = [
     (
         "unknown launcher",
         ["hydra/launcher=nosuch"],
-        "hydra/launcher=nosuch: there is no such hydra/launcher config; valid: basic, joblib, slurm",
+        "hydra/launcher=nosuch: there is no such hydra/launcher config; valid: basic, cores, joblib, slurm",
     ),
     ("no equals sign", ["optimizer.lr"], "override 'optimizer.lr' has no '=': write optimizer.lr=VALUE"),
     (

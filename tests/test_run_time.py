@@ -32,3 +32,24 @@ def test_a_run_slowed_by_other_work_does_not_inflate_the_median_time():
     assert table.loc["t2", "runs"] == 3 and table.loc["t2", "recorded"] == round(622 / 60, 1)
     assert table.loc["t2", "typical"] == round(3 * 12.0 / 60, 1)  # every step at the median 0.12 s
     assert table.loc["t3", "typical"] == 0.5 and table.loc["all", "runs"] == 4
+
+
+def test_the_start_up_is_summed_and_the_wall_time_spans_first_start_to_last_end():
+    runs = pd.DataFrame(
+        {
+            "experiment": ["t2", "t2", "t3"],
+            "model": ["r34"] * 3,
+            "optimizer": ["sgd"] * 3,
+            "batch_size": [64] * 3,
+            "steps": [100] * 3,
+            "seconds": [60.0, 60.0, 60.0],
+            "setup_seconds": [3.0, 3.0, 6.0],
+            # two runs of t2 side by side (their minutes overlap), then t3
+            "started": ["2026-12-01T10:00:00+00:00", "2026-12-01T10:00:00+00:00", "2026-12-01T10:02:00+00:00"],
+            "ended": ["2026-12-01T10:01:03+00:00", "2026-12-01T10:01:06+00:00", "2026-12-01T10:03:06+00:00"],
+        }
+    )
+    table = load_script().run_time(runs)
+    assert table.loc["t2", "startup"] == 0.1 and table.loc["t2", "wall"] == 1.1  # 66 s, not the 126 s summed
+    assert table.loc["all", "startup"] == 0.2 and table.loc["all", "wall"] == 3.1
+    assert pd.isna(load_script().run_time(runs.drop(columns=["setup_seconds"])).loc["t2", "wall"])

@@ -32,6 +32,7 @@ def test_run_id_ignores_paths_devices_and_logging_but_not_hyperparameters(make_c
     assert rid("fold=2", "results_dir=/elsewhere", f"dataset.root={copy}", "device=cuda", *fixed) == base
     assert rid("fold=2", "device=cuda") != base  # on CUDA, auto is NHWC (and bf16 where supported): another run
     assert rid("fold=2", "train.log_every=7", "train.eval_batch_size=3", "checkpoint_minutes=1") == base
+    assert rid("fold=2", "train.threads=1") == base  # recorded in config.yaml, not part of the identity
     assert rid("fold=2", "optimizer.lr=0.05") != base
     assert rid("fold=2", "seed=1") != base
     assert rid("fold=none").startswith("smallcnn-llb-fall-")
@@ -207,7 +208,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result_bitwise(cifa
 
 
 def test_an_overlapping_sweep_does_not_train_a_run_that_is_being_trained(cifar_root, tmp_path):
-    args = ["run", *RESUME, "train.epochs=50", f"results_dir={tmp_path}"]
+    args = ["run", *RESUME, "train.epochs=20", f"results_dir={tmp_path}"]
     process = llbbench_background(*args, data=cifar_root)
     try:
         wait_for_step(tmp_path, epoch=1, step=3, process=process)
@@ -222,7 +223,7 @@ def test_an_overlapping_sweep_does_not_train_a_run_that_is_being_trained(cifar_r
     third = llbbench(*args, "train.log_every=100", "checkpoint_minutes=10", data=cifar_root, timeout=600)
     assert third.returncode == 0 and "run completed" in third.stdout, third.stderr
     summary = json.loads(next(tmp_path.glob("runs/*/summary.json")).read_text())
-    assert summary["epochs"] == 50 and len(summary["resumed_at_steps"]) == 1
+    assert summary["epochs"] == 20 and len(summary["resumed_at_steps"]) == 1
 
 
 def test_the_plateau_rule_stops_a_run(make_config, tmp_path):

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+from llbbench import config
 from tests.conftest import llbbench, write_image_folder
 
 SWEEP = ["-m", "optimizer=sgd,adam", "fold=0,1", "device=cpu", "model.width=0.25", "train.epochs=1"]
@@ -18,8 +20,8 @@ def summaries(results: Path) -> dict[str, float]:
 
 @pytest.mark.parametrize(
     "launcher",
-    [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]],
-    ids=["joblib", "submitit_local"],
+    [["hydra/launcher=cores", "train.threads=1"], ["hydra/launcher=submitit_local"]],
+    ids=["joblib-cores", "submitit_local"],
 )
 def test_a_four_run_sweep_completes_and_a_second_start_trains_nothing(cifar_root, tmp_path, launcher):
     first = llbbench("run", *SWEEP, *launcher, f"results_dir={tmp_path}", data=cifar_root)
@@ -29,6 +31,8 @@ def test_a_four_run_sweep_completes_and_a_second_start_trains_nothing(cifar_root
     done = summaries(tmp_path)
     assert len(done) == 4
     assert {json.loads(p.read_text())["status"] for p in tmp_path.glob("runs/*/summary.json")} == {"completed"}
+    if "train.threads=1" in launcher:  # joblib with cores / threads jobs; each run on one thread, as recorded
+        assert {yaml.safe_load(p.read_text())["train"]["threads"] for p in tmp_path.glob("runs/*/config.yaml")} == {1}
 
     again = llbbench("run", *SWEEP, *launcher, f"results_dir={tmp_path}", data=cifar_root)
     assert again.returncode == 0, again.stderr
@@ -101,3 +105,11 @@ def test_the_paper_grids_have_the_papers_sizes(scale, sizes):
     from llbbench.config import compose
 
     assert {name: sweep_size(compose([f"experiment={name}", f"scale={scale}"], hydra=True)) for name in sizes} == sizes
+
+
+def test_the_cores_launcher_runs_cores_over_threads_at_once(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    jobs = {t: config.compose(["hydra/launcher=cores", *([f"train.threads={t}"] if t else [])], hydra=True)
+            for t in (None, 1, 4, 32)}  # fmt: skip
+    assert {t: cfg.hydra.launcher.n_jobs for t, cfg in jobs.items()} == {None: 1, 1: 16, 4: 4, 32: 1}
+    assert jobs[1].hydra.launcher._target_.endswith("JoblibLauncher")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+from datetime import datetime
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from llbbench import run as one_run
@@ -55,6 +57,19 @@ def test_two_epoch_run_writes_every_file_and_the_loss_falls(make_config, tmp_pat
     assert summary["steps"] == 2 * per_epoch and summary["epochs"] == 2
     assert summary["final"]["test_loss"] == pytest.approx(float(epochs[1]["test_loss"]))
     assert summary["num_params"] > 0
+
+
+def test_a_run_on_one_thread_records_it_and_its_start_up(make_config, tmp_path):
+    before = torch.get_num_threads()
+    summary = one_run.run(make_config("optimizer=sgd", "train.threads=1", "train.epochs=1"), tmp_path / "one")
+    assert yaml.safe_load((tmp_path / "one" / "config.yaml").read_text())["train"]["threads"] == 1
+    assert torch.get_num_threads() == 1
+    one_run.run(make_config("optimizer=sgd", "train.epochs=1"), tmp_path / "default")  # null: torch's own again
+    assert torch.get_num_threads() == before == yaml.safe_load((tmp_path / "default" / "config.yaml").read_text(
+    ))["train"]["threads"]  # fmt: skip
+    started, ended = (datetime.fromisoformat(summary[k]) for k in ("started", "ended"))
+    assert summary["setup_seconds"] > 0 and started <= ended
+    assert (ended - started).total_seconds() >= summary["setup_seconds"] + summary["seconds"] - 1  # (whole seconds)
 
 
 def test_same_seed_same_run(make_config, tmp_path):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import codecs
 import functools
 import hashlib
+import json
+import os
 import pickle
+import re
 import warnings
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -69,9 +72,13 @@ def load_cifar10(root: str | Path, download: bool = False) -> tuple[torch.Tensor
             NotOfficialWarning,
             stacklevel=2,
         )
-    train_x, train_y = _read_batches(folder, TRAIN_FILES)
-    test_x, test_y = _read_batches(folder, TEST_FILES)
+    train_x, train_y = _read_cached(folder.resolve(), tuple(TRAIN_FILES), _stamps(folder, TRAIN_FILES))
+    test_x, test_y = _read_cached(folder.resolve(), tuple(TEST_FILES), _stamps(folder, TEST_FILES))
     return train_x, train_y, test_x, test_y
+
+
+def _stamps(folder: Path, files: dict[str, str]) -> tuple[tuple[int, int], ...]:
+    return tuple((st.st_size, st.st_mtime_ns) for st in ((folder / name).stat() for name in files))
 
 
 def _read_batches(folder: Path, files: dict[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,9 +178,52 @@ def _md5(path: Path) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _md5_of(path: Path, size: int, mtime_ns: int) -> str:
-    """md5 of the file at `path`, remembered while its size and modification time stay the same."""
+    """md5 of the file at `path`, remembered while its size and modification time stay the same: in this process,
+    and across processes in the user's cache (`MD5_CACHE`), so that each run of a sweep does not read the 180 MB
+    again."""
+    key = f"{path}|{size}|{mtime_ns}"
+    known = _read_md5_cache().get(key)
+    if isinstance(known, str) and re.fullmatch(r"[0-9a-f]{32}", known):
+        return known
     digest = hashlib.md5()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
+    _remember_md5(key, digest.hexdigest())
     return digest.hexdigest()
+
+
+def md5_cache_file() -> Path:
+    """Where the md5 sums of CIFAR-10's files are remembered: `$LLBBENCH_CACHE` (a folder), else
+    `$XDG_CACHE_HOME/llbbench`, else `~/.cache/llbbench`; a JSON object of path|size|mtime → md5."""
+    folder = os.environ.get("LLBBENCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(folder if os.environ.get("LLBBENCH_CACHE") else Path(folder) / "llbbench") / "md5.json"
+
+
+def _read_md5_cache() -> dict[str, Any]:
+    """The remembered sums (plain JSON: nothing in it is run); empty when missing or unreadable."""
+    try:
+        cache = json.loads(md5_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def _remember_md5(key: str, md5: str) -> None:
+    """Add one sum to the cache (atomically; a cache that cannot be written is only slower)."""
+    file = md5_cache_file()
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        entries = {k: v for k, v in _read_md5_cache().items() if Path(k.split("|")[0]).exists()}
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**entries, key: md5}))
+        os.replace(tmp, file)
+    except OSError:
+        pass
+
+
+@functools.lru_cache(maxsize=2)
+def _read_cached(folder: Path, files: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> tuple:
+    """`_read_batches`, remembered in this process while the files' sizes and modification times stay the same
+    (a sweep's runs in one process read the files once). The tensors are shared: nothing writes into them."""
+    return _read_batches(folder, dict.fromkeys(files, ""))

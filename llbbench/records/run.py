@@ -49,10 +49,12 @@ COLUMNS = {
     LAYER_LRS: ("step",),  # then the groups
 }  # fmt: skip
 # summary.json: every ended run's keys, in order (`final` is the last row of epochs.csv, null before one), then
-# those some runs have: what the optimizer reports of itself, a failed run's error, where and why one diverged
+# those some runs have: what the optimizer reports of itself, a failed run's error, where and why one diverged,
+# and (runs since they were recorded) when its last process started, its seconds from then to its first step
+# (lock, checks, data, network; the start-up), and when it ended
 SUMMARY_KEYS = ("status", "scale", "epochs", "steps", "seconds", "num_params", "num_classes", "final", "model_sha256",
                 "resumed_at_steps")  # fmt: skip
-SUMMARY_EXTRAS = ("optimizer_record", "error", "diverged_at_step", "diverged_why")
+SUMMARY_EXTRAS = ("optimizer_record", "error", "diverged_at_step", "diverged_why", "started", "setup_seconds", "ended")
 CHECKPOINT_KEYS = {"identity", "model", "optimizer", "scheduler", "rng", "progress"}
 # a run whose final training loss is finite but above BLOW_UP · ln C (C classes: chance level is ln C) has blown
 # up: it is recorded, and reported, as diverged (docs/verdicts.md)
@@ -73,6 +75,7 @@ NOT_IDENTITY = (
     "dataset.predecoded_dir",
     "train.log_every",
     "train.eval_batch_size",
+    "train.threads",  # the CPU threads a run uses (its config.yaml records them)
     "tune",  # how rates are tuned, and whether a run takes the tuned rate: the rate itself is in the identity
     "tuned",
 )

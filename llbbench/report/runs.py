@@ -143,6 +143,7 @@ def _row(path: Path) -> dict[str, Any]:
         "steps": summary.get("steps"),
         "epochs": summary.get("epochs"),
         "seconds": summary.get("seconds"),
+        **{key: summary.get(key) for key in ("started", "setup_seconds", "ended")},  # runs since they were recorded
         "train_loss": final.get("train_loss"),
         "test_loss": final.get("test_loss"),
         "test_acc": final.get("test_acc"),

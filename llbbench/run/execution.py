@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 from .. import models
 from ..backend import distributed, gpus
 from ..backend.distributed import SINGLE, World
-from ..records.environment import environment
+from ..records.environment import environment, now
 from ..records.run import (
     ENV,
     EPOCHS,
@@ -95,11 +96,14 @@ def run(cfg: DictConfig, run_dir: str | Path, world: World = SINGLE, device: str
     last checkpoint stays, and the next start resumes from it. Only rank 0 writes to `run_dir`. A full disk
     raises `NoSpace` (nothing half-written is left, the last checkpoint stays), Ctrl-C `Interrupted`.
     """
+    started, began = now(), time.perf_counter()
     setup = prepare(cfg, world, device)
     try:
         record = RunDir(run_dir, write=world.main)
         progress = _start(setup, record)
+        setup_seconds = time.perf_counter() - began  # the start-up: checks, data, network, checkpoint
         summary = _summary(setup, progress, *_train_or_fail(setup, record, progress))
+        summary.update(started=started, setup_seconds=round(setup_seconds, 3), ended=now())
         record.write_summary(summary)
     except OSError as e:
         if e.errno not in NO_SPACE:

@@ -19,6 +19,8 @@ from ..backend.distributed import SINGLE, World
 from ..optim.schedules import build_scheduler
 from ..records.run import identity
 
+DEFAULT_THREADS = torch.get_num_threads()  # torch's own, for `train.threads: null`
+
 
 @dataclass
 class Setup:
@@ -78,6 +80,7 @@ def prepare(cfg: DictConfig, world: World = SINGLE, device: str | None = None) -
     weights."""
     typed = config.check(cfg)
     on = resolve_device(device or typed.device)
+    torch.set_num_threads(typed.train.threads or DEFAULT_THREADS)  # (a sweep's earlier run may have set others)
     seed_everything(distributed.rank_seed(typed.run_seed, world.rank))
     options = OmegaConf.to_container(typed.dataset, enum_to_str=True)
     data = datasets.build(options, device=on, fold=typed.fold, folds=typed.cv.folds, cv_seed=typed.cv.seed)
@@ -124,12 +127,13 @@ def _network(typed: DictConfig, data: datasets.Data, device: torch.device, world
 
 def _identity_and_record(cfg: DictConfig, device: str | None, net: _Network) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run's identity, and its config as config.yaml records it: the resolved config with the device this
-    process was given and the precision, memory layout and BatchNorm as resolved here."""
+    process was given and the precision, memory layout, BatchNorm and CPU threads as resolved here."""
     values = OmegaConf.to_container(cfg, resolve=True)
     if device is not None:
         values["device"] = device  # not part of the identity
     run_identity = identity(values)
-    values["train"].update(precision=net.precision, channels_last=net.channels_last, sync_bn=net.sync_bn)
+    values["train"].update(precision=net.precision, channels_last=net.channels_last, sync_bn=net.sync_bn,
+                           threads=torch.get_num_threads())  # fmt: skip
     return run_identity, values
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,39 @@ def test_offline_download_names_the_path_and_both_ways(tmp_path, monkeypatch):
     message = str(info.value)
     assert f"{tmp_path / 'cifar-10-batches-py'}/" in message and "Network is unreachable" in message
     assert "dataset.download=true" in message and "cifar-10-python.tar.gz yourself" in message
+
+
+def test_the_md5_sums_are_remembered_across_processes_while_the_files_stay_the_same(tmp_path, monkeypatch):
+    from llbbench.data import cifar
+
+    monkeypatch.setenv("LLBBENCH_CACHE", str(tmp_path / "cache"))
+    folder = write_cifar(tmp_path / "a") / "cifar-10-batches-py"
+    first = cifar.cifar10_fingerprint(folder.parent)
+    cached = json.loads(cifar.md5_cache_file().read_text())
+    file = (folder / "test_batch").resolve()
+    key = next(k for k in cached if k.startswith(f"{file}|"))
+    assert cached[key] == hashlib.md5(file.read_bytes()).hexdigest()
+    # another process finds the sum in the cache: a planted one is taken (the file is not read again) ...
+    cifar._md5_of.cache_clear()
+    cached[key] = "0" * 32
+    cifar.md5_cache_file().write_text(json.dumps(cached))
+    assert cifar.cifar10_fingerprint(folder.parent) != first
+    # ... until the file changes (its modification time is part of the key): then it is read again
+    cifar._md5_of.cache_clear()
+    os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 1))
+    assert cifar.cifar10_fingerprint(folder.parent) == first
+    cifar.md5_cache_file().write_text("not json")  # a damaged cache only costs the reading
+    cifar._md5_of.cache_clear()
+    assert cifar.cifar10_fingerprint(folder.parent) == first
+
+
+def test_a_sweep_reads_the_batch_files_once_per_process_until_they_change(tmp_path):
+    from llbbench.data import cifar
+
+    root = write_cifar(tmp_path)
+    first, again = cifar.load_cifar10(root), cifar.load_cifar10(root)
+    assert first[0] is again[0]  # read once
+    rewritten = write_cifar(tmp_path, seed=1)  # new files: new stamps
+    assert rewritten == root
+    third = cifar.load_cifar10(root)
+    assert third[0] is not first[0] and not torch.equal(third[0], first[0])
