@@ -8,9 +8,13 @@ mini-batches for a fixed window of wall time in a fresh process:
   clock; their images/s are summed.
 Each process builds its run first (off the clock), takes 3 warm-up steps, then waits for the common start. The
 two settings alternate for `--rounds` rounds, and each round's ratio (side by side over one) is recorded; the
-median is reported. Writes results/bench/parallel.json and a Markdown table on stdout.
+median is reported. Then end to end (`--sweep NETWORK`, default resnet34; `--sweep none` leaves it out): the
+same sweep of four whole small-scale runs (SGD, LLb-SGD, Adam, NAG on fold 0: their evaluations, logging and
+checkpoints, and the launcher's own start-up included) with the basic launcher, one run at a time on every core,
+and with `hydra/launcher=cores train.threads=1`, each into a fresh results folder, `--rounds` interleaved rounds,
+the wall times and their median ratio. Writes results/bench/parallel.json and Markdown tables on stdout.
 
-    python scripts/bench_parallel.py [--seconds 12] [--rounds 2] [--networks resnet34 alexnet]
+    python scripts/bench_parallel.py [--seconds 12] [--rounds 2] [--networks resnet34 alexnet] [--sweep resnet34]
 """
 
 from __future__ import annotations
@@ -109,6 +113,34 @@ def concurrent(network: str, count: int, threads: int, seconds: float, data: str
     return results
 
 
+SWEEP = ["-m", "experiment=table2_cifar10", "scale=small", "optimizer=sgd,llb,adam,nag", "fold=0", "device=cpu"]
+
+
+def sweep_seconds(network: str, launcher: list[str], data: str, results: Path) -> float:
+    """Wall seconds of the four-run sweep of `network` under `launcher`, into the empty folder `results`."""
+    command = [sys.executable, "-m", "llbbench.cli", "run", *SWEEP, f"model={network}", f"dataset.root={data}",
+               f"results_dir={results}", *launcher]  # fmt: skip
+    begun = time.perf_counter()
+    subprocess.run(command, capture_output=True, text=True, check=True)
+    return time.perf_counter() - begun
+
+
+def measure_sweep(network: str, args, tmp: Path) -> dict:
+    one, side = [], []
+    for round_ in range(args.rounds):
+        one.append(sweep_seconds(network, [], args.data, tmp / f"one-{round_}"))
+        side.append(
+            sweep_seconds(network, ["hydra/launcher=cores", "train.threads=1"], args.data, tmp / f"cores-{round_}")
+        )
+    return {
+        "network": network,
+        "runs": 4,
+        "one_at_a_time_s": [round(v, 1) for v in one],
+        "side_by_side_s": [round(v, 1) for v in side],
+        "ratio": round(statistics.median(o / s for o, s in zip(one, side, strict=True)), 3),
+    }
+
+
 def measure(network: str, args, tmp: Path) -> dict:
     one, side, ratios = [], [], []
     for _ in range(args.rounds):
@@ -131,6 +163,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores: the one run's threads")
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    parser.add_argument(
+        "--sweep", default="resnet34", choices=[*NETWORKS, "none"], help="the end-to-end sweep's network"
+    )
     parser.add_argument("--data", default=os.environ.get("LLBBENCH_DATA", str(ROOT / "data")))
     parser.add_argument("--out", default=str(ROOT / "results" / "bench" / "parallel.json"))
     parser.add_argument("--worker", nargs=4, metavar=("NETWORK", "THREADS", "START_FILE", "SECONDS"),
@@ -148,6 +183,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         results = {network: measure(network, args, Path(tmp)) for network in args.networks}
+        sweep = measure_sweep(args.sweep, args, Path(tmp)) if args.sweep != "none" else None
     data = subprocess.run([sys.executable, "-c", FINGERPRINT, args.data], capture_output=True, text=True, check=True)
     out = {
         "what": f"training images/s of SGD at scale=small (fold 0, real CIFAR-10): {args.threads} runs side by side "
@@ -155,6 +191,7 @@ def main() -> int:
         f"of {args.seconds:g} s windows, the median ratio",
         "command": "python scripts/bench_parallel.py " + " ".join(sys.argv[1:]),
         "networks": results,
+        "sweep": sweep,
         "data": json.loads(data.stdout),
         "environment": environment(torch.device("cpu")),
     }
@@ -166,6 +203,10 @@ def main() -> int:
     for network, r in results.items():
         print(f"| {network} | {statistics.median(r['one_run_images_per_s']):.0f} | "
               f"{statistics.median(r['side_by_side_images_per_s']):.0f} | {r['ratio']:.2f} |")  # fmt: skip
+    if sweep:
+        print(f"\nend to end, a sweep of {sweep['runs']} {sweep['network']} runs: one at a time "
+              f"{statistics.median(sweep['one_at_a_time_s']):.1f} s, side by side "
+              f"{statistics.median(sweep['side_by_side_s']):.1f} s: {sweep['ratio']:.2f}x")  # fmt: skip
     return 0
 
 

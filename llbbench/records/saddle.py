@@ -16,24 +16,23 @@ ANALYTIC_FILE = "saddle_analytic.json"
 
 def load_saddle(roots: Iterable[str | Path]) -> dict[str, Any] | None:
     """The Fig. 8 measurement (`llbbench saddle`) under `roots`, the first found; None without one."""
-    for root in map(Path, roots):
-        for file in sorted(root.rglob(SADDLE_FILE)):
-            try:
-                return json.loads(file.read_text())
-            except ValueError as e:
-                raise ValueError(f"{file} is unreadable ({e}); run llbbench saddle again to rewrite it") from None
-    return None
+    return _first(roots, SADDLE_FILE, "llbbench saddle")
 
 
 def load_analytic(roots: Iterable[str | Path]) -> dict[str, Any] | None:
     """The analytic saddles' trajectories (`llbbench saddle`, or `llbbench saddle --analytic`) under `roots`, the
     first found; None without one."""
+    return _first(roots, ANALYTIC_FILE, "llbbench saddle --analytic")
+
+
+def _first(roots: Iterable[str | Path], name: str, command: str) -> dict[str, Any] | None:
+    """The first file `name` under `roots`, read; `ValueError` naming it and `command` when it is unreadable."""
     for root in map(Path, roots):
-        for file in sorted(root.rglob(ANALYTIC_FILE)):
+        for file in sorted(root.rglob(name)):
             try:
                 return json.loads(file.read_text())
             except ValueError as e:
-                raise ValueError(f"{file} is unreadable ({e}); run llbbench saddle --analytic to rewrite it") from None
+                raise ValueError(f"{file} is unreadable ({e}); run {command} again to rewrite it") from None
     return None
 
 
