@@ -196,8 +196,9 @@ def _md5_of(path: Path, size: int, mtime_ns: int) -> str:
 def md5_cache_file() -> Path:
     """Where the md5 sums of CIFAR-10's files are remembered: `$LLBBENCH_CACHE` (a folder), else
     `$XDG_CACHE_HOME/llbbench`, else `~/.cache/llbbench`; a JSON object of path|size|mtime → md5."""
-    folder = os.environ.get("LLBBENCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return Path(folder if os.environ.get("LLBBENCH_CACHE") else Path(folder) / "llbbench") / "md5.json"
+    chosen = os.environ.get("LLBBENCH_CACHE")
+    folder = Path(chosen) if chosen else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llbbench"
+    return folder / "md5.json"
 
 
 def _read_md5_cache() -> dict[str, Any]:
