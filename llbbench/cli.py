@@ -33,7 +33,7 @@ commands:
   report   the paper's tables, figures and a claims check from run directories:
            `llbbench report results/table2_cifar10 [DIR ...] [--out OUT] [--formats md,tex,csv]`
 
-`llbbench COMMAND --help` says more about each command.
+`llbbench COMMAND --help` says more about each command; `llbbench --version` (or -V) prints the version.
 """
 
 COMMANDS = ("run", "tune", "prepare-data", "saddle", "report")
@@ -131,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
     command, rest = argv[0], argv[1:]
+    if command in ("--version", "-V") or (command in ("run", "tune") and "--version" in rest):
+        from . import __version__
+
+        print(f"llbbench {__version__}")
+        return 0
     if command == "run":
         return run(rest)
     if command == "tune":

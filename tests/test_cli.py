@@ -18,6 +18,22 @@ def test_help_names_the_commands():
     assert out.returncode == 0 and "run" in out.stdout and "usage: llbbench" in out.stdout
 
 
+def test_the_version_is_the_installed_packages_and_env_json_records_it(cifar_root, tmp_path):
+    import importlib.metadata
+
+    from llbbench.cli import main
+
+    version = importlib.metadata.version("llbbench")
+    for argv in (["--version"], ["-V"], ["run", "--version"], ["tune", "--version"]):
+        out = llbbench(*argv)
+        assert out.returncode == 0 and out.stdout == f"llbbench {version}\n", (argv, out.stderr)
+    assert main(["--version"]) == 0
+    done = llbbench("run", "device=cpu", "model.width=0.25", "train.epochs=1", "dataset.subset=200", "cv.folds=2",
+                    f"results_dir={tmp_path}", data=cifar_root)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(next(tmp_path.glob("runs/*/env.json")).read_text())["llbbench"] == version
+
+
 def test_run_help_shows_the_config_groups():
     out = llbbench("run", "--help")
     assert out.returncode == 0

@@ -28,6 +28,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         device_name = _cpu_model() or platform.processor() or platform.machine()
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return {
+        "llbbench": llbbench_version(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -94,3 +95,11 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit
+
+
+def llbbench_version() -> str:
+    """The installed llbbench's version (pyproject.toml's), or `0+unknown` from a checkout not installed."""
+    try:
+        return importlib.metadata.version("llbbench")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
