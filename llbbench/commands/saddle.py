@@ -187,8 +187,12 @@ def analytic() -> dict[str, Any]:
 
 def write_analytic(overrides: list[str]) -> Path:
     """saddle_analytic.json in `<results_dir>/<experiment_name>/` of `overrides`; returns the file."""
-    cfg = config.compose(overrides)
-    return write_json(Path(cfg.results_dir) / cfg.experiment_name / ANALYTIC_FILE, analytic())
+    return write_json(_folder(config.compose(overrides)) / ANALYTIC_FILE, analytic())
+
+
+def _folder(cfg: DictConfig) -> Path:
+    """`<results_dir>/<experiment_name>/` of `cfg`: where the measurement's files go."""
+    return Path(cfg.results_dir) / cfg.experiment_name
 
 
 def _measured(out: Path, key: str) -> bool:
@@ -204,8 +208,8 @@ def measure(overrides: list[str], rerun: bool = False) -> Path:
     saddles' file is written beside it."""
     first = compose(overrides, "sgd", 0)
     config.check(first)
-    out = Path(first.results_dir) / first.experiment_name / FILE
-    write_analytic(overrides)
+    out = _folder(first) / FILE
+    write_json(out.parent / ANALYTIC_FILE, analytic())
     key = identity(overrides)
     if not rerun and _measured(out, key):
         log.info("already measured: %s (rerun=true measures again)", out)

@@ -10,6 +10,7 @@ import os
 import pickle
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -77,11 +78,11 @@ def load_cifar10(root: str | Path, download: bool = False) -> tuple[torch.Tensor
     return train_x, train_y, test_x, test_y
 
 
-def _stamps(folder: Path, files: dict[str, str]) -> tuple[tuple[int, int], ...]:
+def _stamps(folder: Path, files: Iterable[str]) -> tuple[tuple[int, int], ...]:
     return tuple((st.st_size, st.st_mtime_ns) for st in ((folder / name).stat() for name in files))
 
 
-def _read_batches(folder: Path, files: dict[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_batches(folder: Path, files: Iterable[str]) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for name in files:
         path = folder / name
@@ -179,7 +180,7 @@ def _md5(path: Path) -> str:
 @functools.lru_cache(maxsize=64)
 def _md5_of(path: Path, size: int, mtime_ns: int) -> str:
     """md5 of the file at `path`, remembered while its size and modification time stay the same: in this process,
-    and across processes in the user's cache (`MD5_CACHE`), so that each run of a sweep does not read the 180 MB
+    and across processes in the user's cache (`md5_cache_file`), so that each run of a sweep does not read the 180 MB
     again."""
     key = f"{path}|{size}|{mtime_ns}"
     known = _read_md5_cache().get(key)
@@ -227,4 +228,4 @@ def _remember_md5(key: str, md5: str) -> None:
 def _read_cached(folder: Path, files: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> tuple:
     """`_read_batches`, remembered in this process while the files' sizes and modification times stay the same
     (a sweep's runs in one process read the files once). The tensors are shared: nothing writes into them."""
-    return _read_batches(folder, dict.fromkeys(files, ""))
+    return _read_batches(folder, files)

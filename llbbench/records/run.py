@@ -75,7 +75,8 @@ NOT_IDENTITY = (
     "dataset.predecoded_dir",
     "train.log_every",
     "train.eval_batch_size",
-    "train.threads",  # the CPU threads a run uses (its config.yaml records them)
+    "train.threads",  # the exception: a run's CPU threads change its result in the last bits, yet the same run
+    # on another machine's cores must find its directory; its config.yaml records the threads it used
     "tune",  # how rates are tuned, and whether a run takes the tuned rate: the rate itself is in the identity
     "tuned",
 )

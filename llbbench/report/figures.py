@@ -192,9 +192,9 @@ def fig8_saddles(out: Path, analytic: dict | None, measured: dict | None = None)
     plane of their two principal components over the loss there, and every optimizer's loss against the steps.
     Bottom: the analytic saddles (saddle_analytic.json, when written), every optimizer that needs no network from
     the same start. Nothing is drawn without either."""
-    if analytic is None and measured is None:
+    if analytic is None and not measured:
         return []
-    rows = (measured is not None) + (analytic is not None)
+    rows = bool(measured) + (analytic is not None)
     figure = Figure(figsize=(10, 4.2 * rows), layout="constrained")
     axes = figure.subplots(rows, 2, squeeze=False)
     if measured:
