@@ -99,7 +99,7 @@ def run(argv: list[str]) -> int:
 
     if process_rank() > 0:  # torchrun's other processes: rank 0 writes Hydra's files in the run directory
         argv = [*argv, "hydra.output_subdir=null"]
-    sys.argv = ["llbbench run", *argv]  # Hydra parses sys.argv
+    sys.argv = ["llbbench run", *config.with_search_path(argv)]  # Hydra parses sys.argv
     # Hydra prints its own errors over several lines, and tracebacks, unless HYDRA_FULL_ERROR is set: then it
     # raises them, and they are said here in one line (a user who sets it gets Hydra's full report)
     full_error = "HYDRA_FULL_ERROR" in os.environ
@@ -131,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
     command, rest = argv[0], argv[1:]
+    try:
+        rest = use_config_dirs(rest)
+    except ValueError as e:
+        print(f"llbbench {command}: error: {e}", file=sys.stderr)
+        return 2
     if command in ("--version", "-V") or (command in ("run", "tune") and "--version" in rest):
         from . import __version__
 
@@ -148,6 +153,41 @@ def main(argv: list[str] | None = None) -> int:
         return report(rest)
     print(f"llbbench: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2
+
+
+CONFIG_DIR_OPTIONS = ("--config-dir", "-cd")
+CONFIG_PATH_ENV = "LLBBENCH_CONFIG_PATH"  # config.CONFIG_PATH_ENV, named here so that help needs no import
+
+
+def use_config_dirs(argv: list[str]) -> list[str]:
+    """`argv` without its `--config-dir DIR` options (Hydra's spelling, for every command): each DIR goes first in
+    LLBBENCH_CONFIG_PATH. Every folder there is then on the module path of this process and, through PYTHONPATH,
+    of every process it starts (a sweep's workers, tune's sweeps, Slurm jobs), so that a `_target_` class kept
+    beside its config imports everywhere."""
+    rest, dirs, args = [], [], iter(argv)
+    for arg in args:
+        option, equals, value = arg.partition("=")
+        if option not in CONFIG_DIR_OPTIONS:
+            rest.append(arg)
+            continue
+        value = value if equals else next(args, "")
+        if not value:
+            raise ValueError(f"{option} needs a folder: {option} DIR")
+        dirs.append(str(Path(value).expanduser().resolve()))
+    if not dirs and not os.environ.get(CONFIG_PATH_ENV):
+        return rest  # (and `llbbench report --help` stays fast: nothing of the config is imported)
+    from . import config
+
+    if dirs:
+        os.environ[config.CONFIG_PATH_ENV] = os.pathsep.join([*dirs, os.environ.get(config.CONFIG_PATH_ENV, "")])
+    folders = [str(folder) for folder in config.user_config_dirs()]
+    for folder in reversed(folders):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    known = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if any(folder not in known for folder in folders):
+        os.environ["PYTHONPATH"] = os.pathsep.join([*(f for f in folders if f not in known), *filter(None, known)])
+    return rest
 
 
 PREPARE_HELP = """\

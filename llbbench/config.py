@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import importlib.resources
 import math
 import os
@@ -40,14 +41,59 @@ class ConfigError(ValueError):
     """A config value a run cannot use; the message names it and what is valid."""
 
 
+CONFIG_PATH_ENV = "LLBBENCH_CONFIG_PATH"  # the user's config folders, os.pathsep-separated
+CONFIG_ENTRY_POINTS = "llbbench.configs"  # an installed package's config folders: each entry point names a module
+
+
+def user_config_dirs() -> list[Path]:
+    """The folders of `LLBBENCH_CONFIG_PATH`, in order; one that is not a folder is refused."""
+    dirs = [Path(p).expanduser().resolve() for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p]
+    for folder in dirs:
+        if not folder.is_dir():
+            raise ConfigError(f"{CONFIG_PATH_ENV}: {folder} is not a folder (it holds config groups, e.g. "
+                              "optimizer/NAME.yaml)")  # fmt: skip
+    return dirs
+
+
+def search_path() -> list[str]:
+    """Where configs are found beside llbbench's own (which come first, so these add entries and never replace
+    one): the user's folders (`LLBBENCH_CONFIG_PATH`), then each installed plug-in's config package."""
+    return [*(f"file://{folder}" for folder in user_config_dirs()), *_plugin_configs()]
+
+
+@functools.cache
+def _plugin_configs() -> tuple[str, ...]:
+    from importlib import metadata
+
+    return tuple(f"pkg://{entry.value}" for entry in metadata.entry_points(group=CONFIG_ENTRY_POINTS))
+
+
+def with_search_path(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """`overrides` with `hydra.searchpath` extended by `search_path()` (after any folders the overrides name)."""
+    extra = search_path()
+    if not extra:
+        return list(overrides)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given, rest = [], []
+    for override in overrides:
+        if override.split("=", 1)[0].lstrip("+") == "hydra.searchpath":
+            value = OverridesParser.create().parse_override(override).value()
+            given += list(value) if isinstance(value, list) else [value]
+        else:
+            rest.append(override)
+    entries = [*given, *(e for e in extra if e not in given)]
+    return [*rest, f"hydra.searchpath=[{','.join(entries)}]"]
+
+
 def config_dir() -> Path:
     """The folder of the config groups (the checkout's `conf/`, or its copy inside an installed wheel)."""
     return Path(str(importlib.resources.files(CONFIG_PACKAGE)))
 
 
 def group_options(group: str) -> list[str]:
-    """The entries of config group `group` (`conf/<group>/*.yaml`), sorted."""
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+    """The entries of config group `group` (`conf/<group>/*.yaml`, and the user's folders'), sorted."""
+    return sorted({p.stem for folder in (config_dir(), *user_config_dirs()) for p in (folder / group).glob("*.yaml")})
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), hydra: bool = False) -> DictConfig:
@@ -56,7 +102,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), hydra: bool = False) ->
     from hydra import initialize_config_module
 
     with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-        return hydra_compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=hydra)
+        return hydra_compose(CONFIG_NAME, overrides=with_search_path(overrides), return_hydra_config=hydra)
 
 
 def error_line(error: BaseException, overrides: list[str] | tuple[str, ...] = ()) -> str:
@@ -279,6 +325,7 @@ class SaddleConfig:
     snapshot_every: int = _at_least(1, 5)
     escape_drop: float = _at_least(0.0, 0.1)
     tune: bool = True
+    optimizers: list[str] | None = None  # null: the paper's nine; e.g. +saddle.optimizers=[llb,sgd,adamw]
 
 
 @dataclass
@@ -470,13 +517,13 @@ def _type_groups(typed: DictConfig, values: dict[str, Any]) -> None:
     name = values["init"]["name"]
     typed.init = _typed(_schema_of("init", name, models.init_options(name)), values["init"], "init.")
     _check_group_ranges("init", typed.init)
-    options = dict(values["optimizer"])
-    spec = optim.get(options.pop("name"))
-    preset = options.pop("preset", "torch")
-    hparams = spec.hparams(preset)  # an unknown preset is refused here
-    schema = _schema_of("optimizer", spec.name, {"preset": preset, **hparams})
-    typed.optimizer = _typed(schema, values["optimizer"], "optimizer.")
-    chosen = {k: v for k, v in OmegaConf.to_container(typed.optimizer).items() if k not in ("name", "preset")}
+    spec, preset, _ = optim.from_config(values["optimizer"])  # a class named by `_target_` is registered here
+    described = {"label": None}  # any optimizer's name in the report; a `_target_` one also its capability flags
+    if spec.target is not None:
+        described.update(_target_=spec.target, **{flag: getattr(spec, flag) for flag in optim.FLAGS})
+    schema = _schema_of("optimizer", spec.name, {"preset": preset, **described, **spec.keywords(preset)})
+    typed.optimizer = _typed(schema, values["optimizer"], "optimizer.")  # an unknown preset was refused above
+    chosen = {k: v for k, v in OmegaConf.to_container(typed.optimizer).items() if k not in optim.META_KEYS}
     _check_group_ranges("optimizer", spec.hparams(preset, **chosen))
     _check_optimizer_builds(spec.name, {"preset": preset, **chosen})
 

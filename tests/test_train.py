@@ -109,7 +109,11 @@ def test_an_error_while_training_is_recorded_as_failed(make_config, tmp_path, mo
         ("init.name=nosuch", "unknown init 'nosuch'; valid names: default, msra"),
         ("fold=7", "fold=7 is out of range: use 0..4"),
         ("train.batch_size=0", "train.batch_size=0 must be at least 1"),
-        ("+optimizer.momentum=0.9", "unknown key optimizer.momentum (valid keys of optimizer: name, preset, lr, "),
+        (
+            "+optimizer.momentun=0.9",
+            "unknown key optimizer.momentun; did you mean optimizer.momentum? (valid keys of "
+            "optimizer: name, preset, label, lr, weight_decay, momentum, dampening, nesterov, maximize, ",
+        ),  # SGD's own
         ("optimizer.preset=tf2", "unknown preset 'tf2' for optimizer 'sgd'; valid presets: ['tf1', 'torch']"),
     ],
 )

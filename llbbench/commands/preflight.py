@@ -93,12 +93,14 @@ class Preflight(Callback):
         points = sweep_points(config)
         if not points:
             return
+        searched = list(config.hydra.get("searchpath") or [])  # the user's config folders, for the points too
+        extra = [f"hydra.searchpath=[{','.join(searched)}]"] if searched else []
         problems: dict[str, list[str]] = defaultdict(list)
         uncomposable: dict[str, list[str]] = defaultdict(list)  # Hydra's launcher would stop the whole sweep on these
         for point in points:
             shown = " ".join(point) or "(no overrides)"
             try:
-                found = problem(compose(kwargs.get("config_name") or "config", overrides=point))
+                found = problem(compose(kwargs.get("config_name") or "config", overrides=[*point, *extra]))
             except (HydraException, ValueError) as e:
                 uncomposable[error_line(e, point)].append(shown)
                 continue

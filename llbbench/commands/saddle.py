@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .. import config, optim
 from .. import data as datasets
 from .. import run as one_run
-from ..paper import OPTIMIZERS, SADDLE_RATE, SADDLE_START, SADDLE_STEPS, SADDLES, ordered
+from ..paper import OPTIMIZERS, SADDLE_RATE, SADDLE_START, SADDLE_STEPS, SADDLES
 from ..records.saddle import ANALYTIC_FILE, write_json
 from ..records.saddle import SADDLE_FILE as FILE
 
@@ -42,9 +42,15 @@ def compose(overrides: list[str], optimizer: str, seed: int) -> DictConfig:
     return config.compose([*overrides, f"optimizer={optimizer}", f"seed={seed}"])
 
 
-def identity(overrides: list[str]) -> str:
+def measured_optimizers(cfg: DictConfig) -> list[str]:
+    """The optimizers the measurement runs: `saddle.optimizers`, else the paper's nine."""
+    chosen = OmegaConf.select(cfg, "saddle.optimizers", default=None)
+    return list(chosen) if chosen else list(OPTIMIZERS)
+
+
+def identity(overrides: list[str], names: list[str] | tuple[str, ...] = OPTIMIZERS) -> str:
     """A hash of everything the measurement depends on (the resolved configs of every optimizer, seed 0)."""
-    configs = [OmegaConf.to_container(compose(overrides, name, 0), resolve=True) for name in OPTIMIZERS]
+    configs = [OmegaConf.to_container(compose(overrides, name, 0), resolve=True) for name in names]
     for c in configs:
         c.pop("results_dir", None)
         c.get("dataset", {}).pop("root", None)
@@ -100,8 +106,8 @@ def tuned_escapes(overrides: list[str], s: Any, configured: dict[str, tuple[list
 
     seed = s.seeds
     record: dict[str, Any] = {"seed": seed, "grid": {}, "tuning_steps": {}, "rates": {}, "escapes": {}, "statuses": {}}
-    with tqdm(total=len(OPTIMIZERS) * (5 + s.seeds), unit="run", desc="saddle (tuned)", disable=None) as progress:
-        for name in OPTIMIZERS:
+    with tqdm(total=len(configured) * (5 + s.seeds), unit="run", desc="saddle (tuned)", disable=None) as progress:
+        for name in configured:
             optimizer = OmegaConf.to_container(compose(overrides, name, seed).optimizer, resolve=True)
             grid = grid_around(configured_rate(optimizer))
             steps = []
@@ -162,11 +168,11 @@ def plane(paths: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def analytic() -> dict[str, Any]:
     """Each analytic saddle's trajectory of every optimizer that needs no network, from the same start at one rate;
     the record of saddle_analytic.json."""
-    left_out = [name for name in optim.names() if optim.get(name).needs_model]
+    left_out = [name for name in OPTIMIZERS if optim.get(name).needs_model]
     paths: dict[str, dict[str, list[list[float]]]] = {}
     for problem, (_, f) in SADDLES.items():
         paths[problem] = {}
-        for name in ordered([n for n in optim.names() if n not in left_out], OPTIMIZERS):
+        for name in [n for n in OPTIMIZERS if n not in left_out]:
             spec = optim.get(name)
             point = torch.nn.Parameter(torch.tensor(SADDLE_START, dtype=torch.float64))
             holder = torch.nn.Module()
@@ -210,20 +216,21 @@ def measure(overrides: list[str], rerun: bool = False) -> Path:
     config.check(first)
     out = _folder(first) / FILE
     write_json(out.parent / ANALYTIC_FILE, analytic())
-    key = identity(overrides)
+    names = measured_optimizers(first)
+    key = identity(overrides, names)
     if not rerun and _measured(out, key):
         log.info("already measured: %s (rerun=true measures again)", out)
         return out
     s = first.saddle
-    escapes: dict[str, list[int | None]] = {name: [] for name in OPTIMIZERS}
-    losses: dict[str, list[list[float]]] = {name: [] for name in OPTIMIZERS}
-    statuses: dict[str, list[str]] = {name: [] for name in OPTIMIZERS}
+    escapes: dict[str, list[int | None]] = {name: [] for name in names}
+    losses: dict[str, list[list[float]]] = {name: [] for name in names}
+    statuses: dict[str, list[str]] = {name: [] for name in names}
     rates: dict[str, float | None] = {}
     drawn = None
-    with tqdm(total=s.seeds * len(OPTIMIZERS), unit="run", desc="saddle", disable=None) as bar:
+    with tqdm(total=s.seeds * len(names), unit="run", desc="saddle", disable=None) as bar:
         for seed in range(s.seeds):
             paths = {}
-            for name in OPTIMIZERS:
+            for name in names:
                 cfg = compose(overrides, name, seed)
                 rate = cfg.optimizer.get("lr")
                 rates[name] = None if rate is None else float(rate)  # the configured rate, the same every seed
@@ -235,7 +242,7 @@ def measure(overrides: list[str], rerun: bool = False) -> Path:
                 bar.update()
             if seed == 0:
                 drawn = plane(paths)
-    tuned = tuned_escapes(overrides, s, {n: (escapes[n], statuses[n]) for n in OPTIMIZERS}) if s.tune else None
+    tuned = tuned_escapes(overrides, s, {n: (escapes[n], statuses[n]) for n in names}) if s.tune else None
     record = {
         "identity": key,
         "scale": first.scale,

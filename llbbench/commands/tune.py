@@ -84,7 +84,8 @@ def configured_rate(optimizer: dict[str, Any]) -> float:
     if rate is None:
         from .. import optim
 
-        rate = optim.get(optimizer["name"]).hparams(optimizer.get("preset", "torch"))["lr"]
+        spec, preset, _ = optim.from_config(optimizer)
+        rate = spec.hparams(preset)["lr"]
     return float(rate)
 
 

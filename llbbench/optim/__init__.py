@@ -4,13 +4,15 @@
 Each entry is an `OptimizerSpec`: a small frozen record of what the optimizer is, its default
 hyper-parameters, named presets (`torch`, and `tf1` for the paper-era TensorFlow 1.x values of
 docs/baselines.md) and capability flags that tell a training loop how to drive it. Adding an optimizer means
-writing its class and calling `register` once.
+writing its class and calling `register` once; an optimizer from outside llbbench comes in without either
+(`plugins`): a config naming its class (`_target_`), or an installed package's `llbbench.optimizers` entry point.
 
 This package imports nothing else of llbbench, so it can be lifted into any training loop.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,22 +28,32 @@ from .llb import LLbSGD, NonFiniteLoss, layer_groups
 from .pathsgd import PathSGD, path_kappa
 
 __all__ = [
+    "BUILTIN",
     "ESGD",
+    "FLAGS",
+    "META_KEYS",
     "LLbSGD",
     "NonFiniteLoss",
     "OptimizerSpec",
     "PathSGD",
     "backward_and_step",
     "build",
+    "code_fingerprint",
     "current_lrs",
+    "from_config",
     "get",
     "layer_groups",
     "names",
     "path_kappa",
     "register",
+    "register_target",
 ]
 
 BASE_PRESET = "torch"
+BUILTIN = "llbbench"  # the `source` of llbbench's own optimizers
+FLAGS = ("needs_loss", "needs_create_graph", "needs_model", "layerwise")
+META_KEYS = ("name", "preset", "_target_", "label", *FLAGS)  # a config entry's keys that are not hyper-parameters
+_NOT_KEYWORDS = ("params", "model", "input_shape")  # a factory's arguments the registry fills, never a config
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,11 @@ class OptimizerSpec:
       keep the graph (`loss.backward(create_graph=...)`);
     - `needs_model`: the factory takes `model=` and `input_shape=` keywords;
     - `layerwise`: the factory takes one param group per layer (`layer_groups(model)`), not a flat list.
+
+    Beside `defaults`, every other keyword the factory's signature takes with a default (`extras`: e.g. Adam's
+    `amsgrad`) is a valid hyper-parameter, at the factory's own default unless given. `source` says where the
+    optimizer comes from: llbbench (`BUILTIN`), a config's `_target_`, or an installed plug-in; `target` is the
+    import path of a class named by a config.
     """
 
     name: str
@@ -66,9 +83,14 @@ class OptimizerSpec:
     needs_create_graph: bool = False
     needs_model: bool = False
     layerwise: bool = False
+    source: str = BUILTIN
+    target: str | None = None
+    extras: Mapping[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        extras = {k: v for k, v in keyword_defaults(self.factory).items() if k not in self.defaults}
+        object.__setattr__(self, "extras", MappingProxyType(extras))
         presets = {BASE_PRESET: {}, **{k: MappingProxyType(dict(v)) for k, v in self.presets.items()}}
         for preset, values in presets.items():
             unknown = sorted(set(values) - set(self.defaults))
@@ -83,14 +105,41 @@ class OptimizerSpec:
                 f"unknown preset {preset!r} for optimizer {self.name!r}; valid presets: {sorted(self.presets)}"
             )
         values = {**self.defaults, **self.presets[preset]}
-        unknown = sorted(set(overrides) - set(values))
+        unknown = sorted(set(overrides) - set(values) - set(self.extras))
         if unknown:
             raise ValueError(
                 f"optimizer {self.name!r} has no hyper-parameter {', '.join(map(repr, unknown))}; "
-                f"valid: {sorted(values)} (and 'preset')"
+                f"valid: {sorted({*values, *self.extras})} (and 'preset')"
             )
         values.update({k: _tuple_if_list(v) for k, v in overrides.items() if v is not None})
         return values
+
+    def keywords(self, preset: str = BASE_PRESET) -> dict[str, Any]:
+        """Every valid hyper-parameter at `preset`'s value: `hparams(preset)`, then the `extras` at their defaults."""
+        return {**self.hparams(preset), **{k: v for k, v in self.extras.items() if k not in self.defaults}}
+
+    @property
+    def external(self) -> bool:
+        """Whether the optimizer's code is not llbbench's own (its code is then part of a run's identity)."""
+        return self.source != BUILTIN
+
+
+def keyword_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The keywords `factory` takes beside the parameters (and the model), each at its default (None where it has
+    none); a default of 0 on an argument annotated float is 0.0, so that a config may set it to 0.9."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: only `defaults` are valid
+        return {}
+    found = {}
+    for p in parameters:
+        if p.name in _NOT_KEYWORDS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+            continue
+        default = None if p.default is p.empty else p.default
+        if isinstance(default, int) and not isinstance(default, bool) and "float" in str(p.annotation):
+            default = float(default)
+        found[p.name] = default
+    return found
 
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
@@ -105,16 +154,36 @@ def register(spec: OptimizerSpec) -> OptimizerSpec:
 
 
 def names() -> list[str]:
-    """The registered optimizer names, sorted."""
+    """The registered optimizer names (installed plug-ins' included), sorted."""
+    load_plugins()
     return sorted(_REGISTRY)
 
 
 def get(name: str) -> OptimizerSpec:
     """The registry entry for `name`; an unknown name raises `ValueError` listing the valid ones."""
+    if name not in _REGISTRY:
+        load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(names())}") from None
+
+
+def from_config(options: Mapping[str, Any]) -> tuple[OptimizerSpec, str, dict[str, Any]]:
+    """The registry entry that a config's optimizer entry names (a `_target_` class is registered on first
+    sight), its preset, and its hyper-parameters as the config gives them (None: the preset's value)."""
+    name, target = options.get("name"), options.get("_target_")
+    flags = {flag: options[flag] for flag in FLAGS if options.get(flag) is not None}
+    if target is not None:
+        spec = register_target(name, target, **flags)
+    elif flags:
+        raise ValueError(
+            f"optimizer {name!r} sets {', '.join(sorted(flags))}: the capability flags belong to an optimizer a "
+            "config names by _target_ (llbbench's own set theirs in the registry)"
+        )
+    else:
+        spec = get(str(name))
+    return spec, options.get("preset") or BASE_PRESET, {k: v for k, v in options.items() if k not in META_KEYS}
 
 
 def build(
@@ -169,6 +238,8 @@ def backward_and_step(spec: OptimizerSpec, optimizer: torch.optim.Optimizer, los
 def _tuple_if_list(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
+
+from .plugins import code_fingerprint, load_plugins, register_target  # noqa: E402 (they use the registry above)
 
 # --- the six torch.optim baselines (docs/baselines.md), with PyTorch's defaults and the paper-era values ---
 

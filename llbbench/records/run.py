@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from .. import optim
 from ..backend import precision
 from ..backend.device import device_of
 from ..backend.distributed import resolve_sync_bn
@@ -79,12 +80,20 @@ NOT_IDENTITY = (
     # on another machine's cores must find its directory; its config.yaml records the threads it used
     "tune",  # how rates are tuned, and whether a run takes the tuned rate: the rate itself is in the identity
     "tuned",
+    "optimizer.label",  # the optimizer's name in the report
 )
 
 
-def identity(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a resolved config (plain dict) that defines a run: everything but `NOT_IDENTITY`."""
+def identity(config: Mapping[str, Any], with_code: bool = False) -> dict[str, Any]:
+    """The part of a resolved config (plain dict) that defines a run: everything but `NOT_IDENTITY`; `with_code`
+    (a run being made: its optimizer is imported anyway) adds, for an optimizer from outside llbbench, the
+    fingerprint of its code (`optimizer_code`: class, package, version, hash of its module's source), so that a
+    fix to it gives new run directories; llbbench's own optimizers have none. A reader of results leaves it out:
+    it imports nothing that a config names."""
     kept = json.loads(json.dumps(config, default=str))
+    code = optim.code_fingerprint(kept["optimizer"]) if with_code and isinstance(kept.get("optimizer"), dict) else None
+    if code is not None:
+        kept["optimizer_code"] = code
     kept.pop("hydra", None)
     device = device_of(str(kept.get("device", "auto")))
     size = kept.pop("world_size", 1)
@@ -108,7 +117,7 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_id(config: Mapping[str, Any]) -> str:
     """A readable prefix (network, optimizer, fold) and a hash of the run's identity, e.g. `resnet34-llb-f2-1a2b…`."""
-    digest = hashlib.sha256(json.dumps(identity(config), sort_keys=True).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps(identity(config, with_code=True), sort_keys=True).encode()).hexdigest()[:12]
     fold = config.get("fold")
     fold_tag = "fall" if fold is None or str(fold).lower() in ("none", "null") else f"f{fold}"
     return f"{config['model']['name']}-{config['optimizer']['name']}-{fold_tag}-{digest}"

@@ -169,12 +169,21 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
         drawn["Ablation"] = figures.ablation_rates(paper["ablation"], out, scale_note)
     claim_list = claims.all_claims(paper, measured)
     header = "\n".join([*describe(runs, unreadable), *_setting_lines(groups)])
-    (out / "claims.md").write_text(
-        "# Claims of Zheng et al. (2019), checked\n\n" + header + "\n\n" + "\n".join(c.markdown() for c in claim_list)
-    )
-    (out / "claims.json").write_text(json.dumps([c.as_dict() for c in claim_list], indent=1, allow_nan=False) + "\n")
+    _write_claims(out, header, claim_list, claims.yours(paper["table2"]))
     (out / "report.md").write_text(_index(header, written_tables, drawn, claim_list))
     return out
+
+
+def _write_claims(out: Path, header: str, claim_list: list, added: dict) -> None:
+    """claims.md and claims.json; with optimizers a user added, their section (and yours.json)."""
+    from . import claims
+
+    mine = "\n" + claims.yours_markdown(added) if added else ""
+    (out / "claims.md").write_text("# Claims of Zheng et al. (2019), checked\n\n" + header + "\n\n"
+                                   + "\n".join(c.markdown() for c in claim_list) + mine)  # fmt: skip
+    (out / "claims.json").write_text(json.dumps([c.as_dict() for c in claim_list], indent=1, allow_nan=False) + "\n")
+    if added:
+        (out / "yours.json").write_text(json.dumps(claims.yours_dict(added), indent=1, allow_nan=False) + "\n")
 
 
 def _index(header: str, written_tables: list, drawn: dict[str, list[Path]], claim_list: list) -> str:

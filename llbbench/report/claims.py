@@ -653,3 +653,66 @@ def all_claims(groups: dict[str, pd.DataFrame], saddle: dict[str, Any] | None = 
         initial_rate(groups.get("fig7", empty)),
         saddles(saddle),
     ]
+
+
+# --- your optimizers against the paper's ----------------------------------------------------------------------
+
+YOURS_TITLE = "Your optimizers against the paper's"
+YOURS_RULE = (
+    "per network of Table 2 (one-shot runs): the final training loss and the final test loss of each optimizer "
+    "that is not the paper's minus LLb-SGD's, and minus the best baseline's (of the paper's eight others, the "
+    "lowest mean final training loss over folds), paired by fold, with the corrected 95% t-interval of "
+    "docs/verdicts.md (not Holm-corrected: these are descriptions, not the paper's claims). Negative: yours is "
+    "the lower."
+)
+
+
+def yours(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per network and added optimizer, its paired differences against LLb-SGD and the best baseline (train and
+    test loss): network → optimizer → {"against": ..., "train_loss": interval, "test_loss": interval}."""
+    from .runs import added_optimizers
+
+    found: dict[str, dict[str, Any]] = {}
+    for network in ordered(set(runs["model"]) if len(runs) else (), NETWORKS):
+        of = runs[runs["model"] == network]
+        present = set(of["optimizer"])
+        means = per_fold(of, "train_loss", "optimizer").mean()
+        baselines = [o for o in OPTIMIZERS if o != "llb" and o in present and not math.isnan(means.get(o, math.nan))]
+        best = min(baselines, key=lambda o: means[o]) if baselines else None
+        for mine in added_optimizers(of):
+            against = [o for o in ("llb", best) if o is not None and o in present]
+            found.setdefault(network, {})[mine] = {
+                rival: {metric: paired(of, metric, mine, rival) for metric in ("train_loss", "test_loss")}
+                for rival in against
+            }
+            found[network][mine]["best_baseline"] = best
+    return found
+
+
+def yours_markdown(found: dict[str, dict[str, Any]]) -> str:
+    """claims.md's section on the added optimizers (empty when there are none)."""
+    if not found:
+        return ""
+    lines = [f"## {YOURS_TITLE}", f"*Rule:* {YOURS_RULE}"]
+    for network, optimizers in found.items():
+        for mine, rivals in optimizers.items():
+            best = rivals["best_baseline"]
+            shown = []
+            for rival, parts in rivals.items():
+                if rival == "best_baseline":
+                    continue
+                role = " (best baseline)" if rival == best else ""
+                train, test = parts["train_loss"].text(), parts["test_loss"].text()
+                shown.append(f"− {optimizer_label(rival)}{role}: train {train}, test {test}")
+            lines.append(f"- {network}: {optimizer_label(mine)} " + ("; ".join(shown) or "no paper optimizer ran here"))
+    return "\n\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]) + "\n"
+
+
+def yours_dict(found: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The section as yours.json holds it."""
+    return {network: {mine: {rival: parts if rival == "best_baseline" else
+                             {m: {"difference": p.interval.as_dict(), **({"decided_by": p.why} if p.fixed else {})}
+                              for m, p in parts.items()}
+                             for rival, parts in rivals.items()}
+                      for mine, rivals in optimizers.items()}
+            for network, optimizers in found.items()}  # fmt: skip

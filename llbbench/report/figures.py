@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # figures without pyplot: no global state,
 
 from ..paper import NETWORKS, OPTIMIZER_NAMES, OPTIMIZERS, SADDLES, ordered
 from ..records.run import EPOCHS
-from .runs import FINISHED, layer_rates, optimizer_label
+from .runs import ADDED_LABELS, FINISHED, layer_rates, optimizer_label
 
 DECAY_K = 0.9  # Fig. 6: the paper's k of α0/(1+kt) and α0·e^(−kt), t in epochs
 
@@ -60,11 +60,21 @@ def clip_blown_up(ax: Axes, means: dict[str, pd.Series], factor: float = 1.5) ->
 CONTROL_LINES = {"global": "--", "cosine": "--", "inverse_time": ":"}  # a control's line; its colour is its base's
 
 
+ADDED_COLORS = ("C9", "black", "#8b4513", "#6a5acd", "#2e8b57", "#daa520", "#c71585", "#4682b4")  # not C0-C8
+ADDED_LINE = (0, (6, 1.5, 1, 1.5))  # dash-dot, dense: no control's line
+
+
 def optimizer_style(variant: str) -> dict:
     """How an optimizer looks in every figure: each of the paper's nine its own colour, LLb-SGD thicker and on
-    top; a control (`sgd+cosine`, `llb+global`) its base optimizer's colour, dashed or dotted."""
+    top; a control (`sgd+cosine`, `llb+global`) its base optimizer's colour, dashed or dotted; an optimizer from
+    outside the paper a colour none of the nine has (by its place among the report's added optimizers, sorted)
+    and a line of its own."""
     name, _, extra = variant.partition("+")
-    color = f"C{OPTIMIZERS.index(name) % 10}" if name in OPTIMIZERS else None
+    if name not in OPTIMIZERS:
+        added = sorted({*ADDED_LABELS, name})
+        color = ADDED_COLORS[added.index(name) % len(ADDED_COLORS)]
+        return {"color": color, "ls": CONTROL_LINES.get(extra, ADDED_LINE) if extra else ADDED_LINE, "lw": 1.6}
+    color = f"C{OPTIMIZERS.index(name) % 10}"
     if extra:
         return {"color": color, "ls": CONTROL_LINES.get(extra, "-."), "lw": 1.2}
     return {"color": color, **({"lw": 2.2, "zorder": 5} if name == "llb" else {"lw": 1.2})}

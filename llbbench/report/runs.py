@@ -29,10 +29,21 @@ FINISHED = ("completed", "stopped")  # statuses whose final metrics count (a sto
 CLASSES = {"cifar10": 10, "imagenet": 1000}  # for runs that do not record their number of classes
 
 
+# the `label` of each optimizer from outside the paper, from its runs' config.yaml (`load_runs` fills it)
+ADDED_LABELS: dict[str, str] = {}
+
+
 def optimizer_label(variant: str) -> str:
-    """A variant as a table shows it: `sgd+cosine` → `SGD (cosine)`."""
+    """A variant as a table shows it: `sgd+cosine` → `SGD (cosine)`; an added optimizer by its config's label."""
     name, *extras = variant.split("+")
-    return OPTIMIZER_NAMES.get(name, name) + "".join(f" ({extra})" for extra in extras)
+    shown = OPTIMIZER_NAMES.get(name) or ADDED_LABELS.get(name) or name
+    return shown + "".join(f" ({extra})" for extra in extras)
+
+
+def added_optimizers(runs: pd.DataFrame) -> list[str]:
+    """The optimizers of `runs` (their base names, controls aside) that are not the paper's, sorted."""
+    names = {str(v).split("+")[0] for v in runs["optimizer"]} if len(runs) else set()
+    return sorted(names - set(OPTIMIZER_NAMES))
 
 
 def find_runs(roots: Iterable[str | Path]) -> list[Path]:
@@ -59,6 +70,9 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[pd.DataFrame, dict[str, str]
     columns = ["path", "experiment", "scale", "dataset", "model", "optimizer", "fold", "status", "protocol"]
     if not rows:
         return pd.DataFrame(columns=columns), unreadable
+    labels = {row.pop("optimizer_name"): row.pop("label") for row in rows}
+    ADDED_LABELS.clear()  # the labels of this report's runs, not of an earlier one's
+    ADDED_LABELS.update({k: str(v or k) for k, v in labels.items() if k not in OPTIMIZER_NAMES})
     runs = pd.DataFrame(rows)
     tunings = load_tunings(runs)
     runs["protocol"] = [protocol(row, tunings.get(str(Path(row.path).parent), [])) for row in runs.itertuples()]
@@ -127,6 +141,8 @@ def _row(path: Path) -> dict[str, Any]:
         "width": model.get("width", 1.0),
         "dropout": model.get("dropout"),
         "optimizer": optimizer_variant(optimizer, train),  # e.g. sgd, or sgd+cosine for a control
+        "optimizer_name": optimizer["name"],
+        "label": optimizer.get("label"),  # (these two are taken out into ADDED_LABELS)
         **{key: optimizer.get(key) for key in OPTIMIZER_COLUMNS},
         "max_lr_ratio": optimizer.get("max_lr_ratio", 1.0 if optimizer.get("name") == "llb" else None),
         "batch_size": train["batch_size"],

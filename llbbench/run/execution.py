@@ -148,7 +148,8 @@ def _start(setup: Setup, record: RunDir) -> Progress:
     else:
         record.clear()
         record.write_config(setup.recorded)
-        record.write_json(ENV, environment(setup.device))
+        code = setup.identity.get("optimizer_code")  # an optimizer from outside llbbench: what its code was
+        record.write_json(ENV, {**environment(setup.device), **({"optimizer_code": code} if code else {})})
     return progress
 
 

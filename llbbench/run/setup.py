@@ -95,12 +95,12 @@ def prepare(cfg: DictConfig, world: World = SINGLE, device: str | None = None) -
     distributed.check_batch(t.batch_size, len(data.train), t.drop_last, world)
     net = _network(typed, data, on, world)
     replica = _replica(net.model, on) if world.distributed else None
-    opt_name, opt_opts = _options(typed.optimizer)
-    optimizer = optim.build(opt_name, net.model, input_shape=data.input_shape, **opt_opts)
+    spec, preset, opt_opts = optim.from_config(OmegaConf.to_container(typed.optimizer, resolve=True))
+    optimizer = optim.build(spec.name, net.model, preset=preset, input_shape=data.input_shape, **opt_opts)
     scheduler = build_scheduler(optimizer, t.schedule.name, t.schedule_k, per_epoch, t.epochs * per_epoch)
     val_part, test_part = (_part(split, world) for split in (data.val, data.test))
     run_identity, recorded = _identity_and_record(cfg, device, net)
-    return Setup(typed, run_identity, recorded, data, net.model, optimizer, optim.get(opt_name), on, scheduler,
+    return Setup(typed, run_identity, recorded, data, net.model, optimizer, spec, on, scheduler,
                  per_epoch, net.precision, net.channels_last, world, replica, net.sync_bn, val_part,
                  test_part)  # fmt: skip
 
@@ -131,7 +131,7 @@ def _identity_and_record(cfg: DictConfig, device: str | None, net: _Network) -> 
     values = OmegaConf.to_container(cfg, resolve=True)
     if device is not None:
         values["device"] = device  # not part of the identity
-    run_identity = identity(values)
+    run_identity = identity(values, with_code=True)
     values["train"].update(precision=net.precision, channels_last=net.channels_last, sync_bn=net.sync_bn,
                            threads=torch.get_num_threads())  # fmt: skip
     return run_identity, values
