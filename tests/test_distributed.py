@@ -48,7 +48,7 @@ def run_dirs(results: Path) -> list[Path]:
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)["model"]
+    return torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)["model"]
 
 
 def max_difference(a: Path, b: Path) -> float:

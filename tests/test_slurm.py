@@ -45,7 +45,23 @@ def test_a_run_of_two_slurm_tasks_is_one_distributed_run_with_the_weights_of_one
     alone = llbbench("run", *run, f"results_dir={tmp_path / 'alone'}", data=cifar_root)
     assert alone.returncode == 0, alone.stderr
     (single,) = [p.parent for p in tmp_path.glob("alone/runs/*/summary.json")]
-    a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (single, shared))
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in (single, shared))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     again = llbbench(*slurm, data=cifar_root, timeout=600)
     assert "sweep done: 1 of 1 runs: 0 completed, 1 skipped" in again.stdout + again.stderr
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs a Slurm cluster (make test-slurm starts one)")
+def test_a_slurm_job_imports_your_optimizer_from_your_config_folder(cifar_root, tmp_path):
+    """--config-dir examples/lion: the job (another process, started by Slurm) imports lion_optimizer.Lion."""
+    from tests.test_plugins import EXAMPLES
+
+    args = ["run", "-m", "optimizer=lion,sgd", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
+            "device=cpu", "model=smallcnn", "train.epochs=1", f"results_dir={tmp_path}",
+            "--config-dir", str(EXAMPLES / "lion")]  # fmt: skip
+    done = llbbench(*args, data=cifar_root, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sweep done: 2 of 2 runs: 2 completed" in done.stdout + done.stderr
+    (env,) = [json.loads(p.read_text()) for p in tmp_path.glob("runs/smallcnn-lion-*/env.json")]
+    assert env["optimizer_code"]["class"] == "lion_optimizer.Lion"
