@@ -72,7 +72,12 @@ def _run(cfg: DictConfig) -> str:
         sys.exit(1)
     if rank == 0:
         sweeps.report(status, run_dir)
-    print(f"{f'rank {rank}: ' if rank else ''}run {status}: results in {run_dir}", flush=True)
+    line = f"{f'rank {rank}: ' if rank else ''}run {status}: results in {run_dir}"
+    print(line, flush=True)
+    if rank == 0:
+        from .records.run import to_log_file
+
+        to_log_file(line)
     if status == "failed" and hydra_cfg.mode == RunMode.RUN:
         sys.exit(1)
     return status
@@ -99,7 +104,11 @@ def run(argv: list[str]) -> int:
 
     if process_rank() > 0:  # torchrun's other processes: rank 0 writes Hydra's files in the run directory
         argv = [*argv, "hydra.output_subdir=null"]
-    sys.argv = ["llbbench run", *config.with_search_path(argv)]  # Hydra parses sys.argv
+    # Hydra parses sys.argv; a completion script it installs is for the program `llbbench` (the function it
+    # installs then asks `llbbench -sc query=bash`, which `complete` answers)
+    program = "llbbench" if any(a.startswith(("install=", "uninstall=")) for a in argv if a) and "-sc" in argv else \
+        "llbbench run"  # fmt: skip
+    sys.argv = [program, *config.with_search_path(argv)]
     # Hydra prints its own errors over several lines, and tracebacks, unless HYDRA_FULL_ERROR is set: then it
     # raises them, and they are said here in one line (a user who sets it gets Hydra's full report)
     full_error = "HYDRA_FULL_ERROR" in os.environ
@@ -131,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "-sc":  # the shell's completion function asks (`llbbench run -sc install=bash` installed it)
+        return complete(rest)
     try:
         rest = use_config_dirs(rest)
     except ValueError as e:
@@ -153,6 +164,25 @@ def main(argv: list[str] | None = None) -> int:
         return report(rest)
     print(f"llbbench: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2
+
+
+def complete(argv: list[str]) -> int:
+    """`llbbench -sc query=SHELL`, as the completion function installed by `llbbench run -sc install=SHELL` asks it
+    (the line typed so far in COMP_LINE): the commands while the first word is typed; for `run` and `tune`, Hydra's
+    completion of the config (their overrides are the same), on the line without the command."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    typing_command = len(words) < 2 or (len(words) == 2 and not line.endswith(" "))
+    if typing_command:
+        print(" ".join(c for c in COMMANDS if c.startswith(words[1] if len(words) == 2 else "")))
+        return 0
+    if words[1] not in ("run", "tune"):
+        return 0  # the other commands take no config overrides to complete
+    command_end = line.index(words[1]) + len(words[1])
+    os.environ["COMP_LINE"] = line[: command_end - len(words[1])] + line[command_end:].lstrip()
+    point = int(os.environ.get("COMP_POINT", len(line)))
+    os.environ["COMP_POINT"] = str(max(0, point - (len(line) - len(os.environ["COMP_LINE"]))))
+    return run(["-sc", *argv])
 
 
 CONFIG_DIR_OPTIONS = ("--config-dir", "-cd")

@@ -329,6 +329,37 @@ class SaddleConfig:
 
 
 @dataclass
+class TensorBoardConfig:
+    dir: str | None = None
+
+
+@dataclass
+class MLflowConfig:
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+WandbMode = enum.Enum("WandbMode", {name: name for name in ("offline", "online", "disabled")})
+
+
+@dataclass
+class WandbConfig:
+    project: str = "llbbench"
+    mode: WandbMode = WandbMode.offline
+    dir: str | None = None
+    entity: str | None = None
+
+
+@dataclass
+class LoggerConfig:
+    """`logger=[...]`: where a run's records also go (records/trackers.py); each entry its own options."""
+
+    tensorboard: TensorBoardConfig | None = None
+    mlflow: MLflowConfig | None = None
+    wandb: WandbConfig | None = None
+
+
+@dataclass
 class RunConfig:
     scale: str = "full"
     seed: int = _at_least(0, 0)
@@ -347,6 +378,7 @@ class RunConfig:
     rerun: bool = False
     checkpoint_minutes: float = _at_least(0.0, 10.0)
     keep_checkpoint: bool = False
+    logger: LoggerConfig | None = None
     # each group is checked against the schema of the entry it names (below)
     dataset: Any = MISSING
     model: Any = MISSING
@@ -492,6 +524,11 @@ def check(cfg: DictConfig) -> DictConfig:
 
     _check_name(typed.experiment_name)
     _type_groups(typed, values)
+    from .records.trackers import missing
+
+    absent = missing(values.get("logger"))
+    if absent:  # before any run starts
+        raise ConfigError(absent[0])
     if typed.fold is not None and typed.fold >= typed.cv.folds:
         raise ConfigError(f"fold={typed.fold} is out of range: use 0..{typed.cv.folds - 1} (cv.folds) or none")
     if typed.tuned:

@@ -98,3 +98,32 @@ def test_missing_data_root_gets_one_clear_message(tmp_path):
     assert out.returncode == 2
     assert f"expected the official python-pickle files in {tmp_path / 'nowhere' / 'cifar-10-batches-py'}" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_shell_completion_installs_for_llbbench_and_completes_run_and_tune(tmp_path):
+    """What bash does: install the function, `complete -p` it, then ask it as the function does (COMP_LINE)."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    script = (f'export PATH="{bin_dir}:$PATH"; eval "$(llbbench run -sc install=bash)"; complete -p llbbench; '
+              'COMP_LINE="llbbench run optimizer=ad" llbbench -sc query=bash; echo "|"; '
+              'COMP_LINE="llbbench tune experiment=table2_c" llbbench -sc query=bash; echo "|"; '
+              'COMP_LINE="llbbench re" llbbench -sc query=bash')  # fmt: skip
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("|")
+    assert lines[0].splitlines()[0].endswith("-F hydra_bash_completion llbbench")
+    assert "optimizer=adam" in lines[0].split() and "optimizer=sgd" not in lines[0].split()
+    assert lines[1].split() == ["experiment=table2_cifar10"]
+    assert lines[2].split() == ["report"]
+
+
+def test_the_run_log_holds_what_the_run_printed(cifar_root, tmp_path):
+    out = llbbench("run", *SHRINK, f"results_dir={tmp_path}", data=cifar_root)
+    assert out.returncode == 0, out.stderr
+    (log,) = tmp_path.glob("runs/*/run.log")
+    text = log.read_text()
+    assert "epoch 1/1: train loss " in text and f"run completed: results in {log.parent}" in text
+    assert "NotOfficialWarning" in text  # its warnings (the tests' CIFAR-10 is never the official release)

@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import pickle
@@ -40,6 +41,7 @@ from .environment import now
 STATUSES = ("completed", "diverged", "stopped", "failed")  # summary.json's `status`: how a run ended
 CONFIG, ENV, SUMMARY, CHECKPOINT = "config.yaml", "env.json", "summary.json", "checkpoint.pt"
 STEPS, EPOCHS, LAYER_LRS = "steps.csv", "epochs.csv", "layer_lrs.csv"
+TRACKER_STATE, TENSORBOARD_DIR = "trackers.json", "tb"  # records/trackers.py's, in the run directory
 # the tables' columns, in order: steps.csv a row every `train.log_every` steps (the mini-batch loss, the mean,
 # least and largest rate the step used, the run's training seconds so far); epochs.csv a row per epoch (NaN where
 # it was not evaluated); layer_lrs.csv `step`, then one column per layer group (its name)
@@ -81,6 +83,7 @@ NOT_IDENTITY = (
     "tune",  # how rates are tuned, and whether a run takes the tuned rate: the rate itself is in the identity
     "tuned",
     "optimizer.label",  # the optimizer's name in the report
+    "logger",  # where the records also go (TensorBoard, MLflow, W&B)
 )
 
 
@@ -121,6 +124,16 @@ def run_id(config: Mapping[str, Any]) -> str:
     fold = config.get("fold")
     fold_tag = "fall" if fold is None or str(fold).lower() in ("none", "null") else f"f{fold}"
     return f"{config['model']['name']}-{config['optimizer']['name']}-{fold_tag}-{digest}"
+
+
+def to_log_file(message: str) -> None:
+    """`message` into the run's log file (Hydra's file handler: `<run>/run.log`) and not again on the console, for
+    what a run prints there itself (its epochs' lines, its status)."""
+    logger = logging.getLogger("llbbench.run")
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def blow_up_bar(classes: int | None) -> float | None:
@@ -250,6 +263,7 @@ class RunDir:
     def __init__(self, path: str | Path, write: bool = True) -> None:
         self.path = Path(path)
         self.write = write
+        self.trackers: Any = None  # records/trackers.Trackers: where appended rows and the summary also go
         if write:
             self.path.mkdir(parents=True, exist_ok=True)
 
@@ -278,11 +292,15 @@ class RunDir:
             return
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
+        (self.path / TRACKER_STATE).unlink(missing_ok=True)  # a fresh start is a new tracked run
+        shutil.rmtree(self.path / TENSORBOARD_DIR, ignore_errors=True)  # and a new curve
 
     def write_checkpoint(self, state: Mapping[str, Any]) -> None:
         """Save `state` atomically: to a temporary file, then `os.replace` over the previous checkpoint."""
         if not self.write:
             return
+        if self.trackers is not None:  # what the checkpoint covers is with the trackers too: no gap on a resume
+            self.trackers.flush()
         try:
             self._replace(CHECKPOINT, lambda tmp: torch.save(dict(state), tmp))
         except RuntimeError as e:  # torch's writer reports a full disk as a RuntimeError, without an errno
@@ -329,6 +347,8 @@ class RunDir:
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """summary.json, checked against the contract (`summary_record`): the run has ended."""
         self.write_json(SUMMARY, summary_record(**summary))
+        if self.trackers is not None and self.write:
+            self.trackers.summary(summary)
 
     def remove_checkpoint(self) -> None:
         if self.write:
@@ -356,6 +376,11 @@ class RunDir:
             )
         if not self.write:
             return
+        self._append(name, row)
+        if self.trackers is not None:
+            self.trackers.row(name, row)
+
+    def _append(self, name: str, row: Mapping[str, Any]) -> None:
         path = self.path / name
         size = path.stat().st_size if path.exists() else None
         try:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from .. import models
 from ..backend import distributed, gpus
 from ..backend.distributed import SINGLE, World
+from ..records import trackers
 from ..records.environment import environment, now
 from ..records.run import (
     ENV,
@@ -98,9 +99,12 @@ def run(cfg: DictConfig, run_dir: str | Path, world: World = SINGLE, device: str
     """
     started, began = now(), time.perf_counter()
     setup = prepare(cfg, world, device)
+    record = None
     try:
         record = RunDir(run_dir, write=world.main)
         progress = _start(setup, record)
+        if world.main and setup.recorded.get("logger"):
+            record.trackers = trackers.start(setup.recorded["logger"], _run_info(setup, record), progress.steps)
         setup_seconds = time.perf_counter() - began  # the start-up: checks, data, network, checkpoint
         summary = _summary(setup, progress, *_train_or_fail(setup, record, progress))
         summary.update(started=started, setup_seconds=round(setup_seconds, 3), ended=now())
@@ -111,9 +115,18 @@ def run(cfg: DictConfig, run_dir: str | Path, world: World = SINGLE, device: str
         raise NoSpace(
             no_space_message(Path(run_dir), state_bytes([setup.model.state_dict(), setup.optimizer.state_dict()]))
         ) from None
+    finally:
+        if record is not None and record.trackers is not None:
+            record.trackers.close()
     if not setup.config.keep_checkpoint:
         record.remove_checkpoint()
     return summary
+
+
+def _run_info(setup: Setup, record: RunDir) -> trackers.RunInfo:
+    values = setup.recorded
+    return trackers.RunInfo(run_id=record.path.name, run_dir=record.path, results_dir=Path(values["results_dir"]),
+                            experiment=values["experiment_name"], config=values)  # fmt: skip
 
 
 class NoSpace(RuntimeError):

@@ -18,7 +18,7 @@ from .. import data as datasets
 from .. import optim
 from ..backend import distributed, precision
 from ..backend.distributed import SINGLE, World
-from ..records.run import EPOCHS, LAYER_LRS, STEPS, RunDir
+from ..records.run import EPOCHS, LAYER_LRS, STEPS, RunDir, to_log_file
 from .checkpoint import Checkpointer, Progress
 from .setup import Setup
 
@@ -223,7 +223,9 @@ class _Loop:
         self.checkpointer.save(progress, self.plateau.state() if self.plateau is not None else None)
         scores = f", val loss {val_loss:.4f}, test loss {test_loss:.4f} acc {test_acc:.3f}" if evaluated else ""
         if self.setup.world.main:
-            self.bar.write(f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}{scores}")
+            line = f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}{scores}"
+            self.bar.write(line)
+            to_log_file(line)
         return None
 
 
