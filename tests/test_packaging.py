@@ -59,10 +59,14 @@ def test_the_wheel_carries_its_config_and_runs_outside_the_checkout(tmp_path):
     and train one tiny run from a folder that is not the checkout."""
     source = tmp_path / "source"  # a copy, so that no build/ folder of an earlier build can slip into the wheel
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, source / name)
     for name in ("llbbench", "conf"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for step in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "the built source"]):
+        subprocess.run([*git, *step], check=True, capture_output=True)
+    built_from = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     wheels = tmp_path / "wheels"
     pip = [sys.executable, "-m", "pip"]
     subprocess.run(
@@ -114,3 +118,6 @@ def test_the_wheel_carries_its_config_and_runs_outside_the_checkout(tmp_path):
     assert out.returncode == 0, out.stderr
     (summary,) = (elsewhere / "results" / "runs").glob("*/summary.json")
     assert json.loads(summary.read_text())["status"] == "completed"
+    recorded = json.loads((summary.parent / "env.json").read_text())
+    assert recorded["git_commit"] == built_from  # the commit the wheel was built from
+    assert recorded["llbbench"] == importlib.metadata.version("llbbench")

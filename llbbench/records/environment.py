@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -75,8 +76,15 @@ def _cpu_model() -> str | None:
 
 
 def _git_commit() -> str | None:
-    """The commit of the code being run (with "-dirty" when it has uncommitted changes), if it is a checkout."""
+    """The commit of the code being run (with "-dirty" when it has uncommitted changes), if it is a checkout; from
+    an installed wheel, the commit it was built from (its `_build.json`, written by setup.py), where known."""
     here = Path(__file__).resolve().parent
+    built = here.parent / "_build.json"
+    if built.exists():  # an installed wheel: not a checkout, whatever folder it was installed into
+        try:
+            return json.loads(built.read_text()).get("git_commit")
+        except (OSError, ValueError):
+            return None
     try:
         commit = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"],
