@@ -277,3 +277,17 @@ def test_the_command_line_names_the_config_path_variable_as_the_config_does():
     from llbbench import cli
 
     assert cli.CONFIG_PATH_ENV == config.CONFIG_PATH_ENV
+
+
+def test_tune_honours_hydra_searchpath_too(tmp_path, cifar_root):
+    folder = tmp_path / "mine"
+    shutil.copytree(EXAMPLES / "adamw", folder)
+    (folder / "experiment").mkdir()
+    (folder / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ntrain:\n  epochs: 1\nhydra:\n  sweeper:\n    params:\n      optimizer: adamw\n"
+        "      fold: 0\n"
+    )
+    done = llbbench("tune", "experiment=mine", *TINY, f"results_dir={tmp_path / 'r'}",
+                    f"hydra.searchpath=[file://{folder}]", data=cifar_root, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "smallcnn × adamw:" in done.stdout

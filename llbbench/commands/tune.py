@@ -104,8 +104,9 @@ def candidates(
         raise ValueError("llbbench tune needs an experiment with a sweep: add experiment=NAME (e.g. table2_cifar10)")
     fold = sweep.tune.fold
     found: dict[tuple[str, str], Tuned] = {}
+    searched = [o for o in hydra_overrides if o.split("=", 1)[0].lstrip("+") == "hydra.searchpath"]  # the user's
     for point in sweep_points(sweep, swept) or []:
-        cfg = config.compose(point)
+        cfg = config.compose([*point, *searched])
         if cfg.fold is None or str(cfg.fold).lower() == "none" or int(cfg.fold) != fold:
             continue
         values = OmegaConf.to_container(cfg, resolve=True)
