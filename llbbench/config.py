@@ -291,6 +291,7 @@ class TrainConfig:
     precision: Precision = Precision.auto
     channels_last: bool | None = None
     sync_bn: bool | None = None
+    compile: bool = False
     schedule: Schedule = Schedule.constant
     schedule_k: float = _at_least(0.0, 0.9)
     plateau: PlateauConfig | None = None
@@ -360,6 +361,11 @@ class LoggerConfig:
 
 
 @dataclass
+class GpusConfig:
+    runs_per_gpu: int = _at_least(1, 1)  # runs that share one GPU at once (llbbench/backend/gpus.py)
+
+
+@dataclass
 class RunConfig:
     scale: str = "full"
     seed: int = _at_least(0, 0)
@@ -379,6 +385,7 @@ class RunConfig:
     checkpoint_minutes: float = _at_least(0.0, 10.0)
     keep_checkpoint: bool = False
     logger: LoggerConfig | None = None
+    gpus: GpusConfig = field(default_factory=GpusConfig)
     # each group is checked against the schema of the entry it names (below)
     dataset: Any = MISSING
     model: Any = MISSING
@@ -524,11 +531,7 @@ def check(cfg: DictConfig) -> DictConfig:
 
     _check_name(typed.experiment_name)
     _type_groups(typed, values)
-    from .records.trackers import missing
-
-    absent = missing(values.get("logger"))
-    if absent:  # before any run starts
-        raise ConfigError(absent[0])
+    _check_options(typed, values)
     if typed.fold is not None and typed.fold >= typed.cv.folds:
         raise ConfigError(f"fold={typed.fold} is out of range: use 0..{typed.cv.folds - 1} (cv.folds) or none")
     if typed.tuned:
@@ -536,6 +539,20 @@ def check(cfg: DictConfig) -> DictConfig:
 
         tuned_rate(cfg)  # a missing winner is named here, before any run starts
     return typed
+
+
+def _check_options(typed: DictConfig, values: dict[str, Any]) -> None:
+    """What a run's options need: the loggers' packages; an optimizer that torch.compile can train."""
+    from . import optim
+    from .records.trackers import missing
+
+    absent = missing(values.get("logger"))
+    if absent:  # before any run starts
+        raise ConfigError(absent[0])
+    if typed.train.compile and optim.from_config(values["optimizer"])[0].needs_create_graph:
+        raise ConfigError(f"train.compile=true cannot train optimizer={values['optimizer']['name']}: it needs the "
+                          "graph of the backward pass (double backward), which torch.compile does not give; use "
+                          "train.compile=false")  # fmt: skip
 
 
 def _type_groups(typed: DictConfig, values: dict[str, Any]) -> None:

@@ -63,3 +63,33 @@ def test_execute_runs_on_the_claimed_gpu(make_config, tmp_path, monkeypatch):
     with gpus.claim(2, tmp_path / "locks") as taken:  # another run holds one GPU
         assert one_run.execute(cfg, tmp_path / "run") == "completed"
     assert seen["device"] == f"cuda:{1 - taken}"
+
+
+def test_k_runs_share_a_gpu_and_the_next_one_waits(tmp_path):
+    """gpus.runs_per_gpu=k: up to k claims of one GPU index at once, GPU by GPU, never more than k a GPU."""
+    with gpus.claim(2, tmp_path, per_gpu=2) as a, gpus.claim(2, tmp_path, per_gpu=2) as b:
+        assert sorted([a, b]) == [0, 1]  # spread over the GPUs first
+        with gpus.claim(2, tmp_path, per_gpu=2) as c, gpus.claim(2, tmp_path, per_gpu=2) as d:
+            assert sorted([c, d]) == [0, 1]  # then each GPU's second slot
+            got: list[int] = []
+            waiting = threading.Thread(target=lambda: got.append(_claim_once(tmp_path)))
+            waiting.start()
+            waiting.join(timeout=0.5)
+            assert waiting.is_alive() and not got  # the fifth waits: every slot of both GPUs is held
+        waiting.join(timeout=10)
+        assert got and got[0] in (0, 1)  # and takes a slot once one is free
+    with (
+        pytest.raises(ValueError, match=r"gpus\.runs_per_gpu=0 must be at least 1"),
+        gpus.claim(1, tmp_path, per_gpu=0),
+    ):
+        pass
+
+
+def _claim_once(folder) -> int:
+    with gpus.claim(2, folder, wait=0.05, per_gpu=2) as index:
+        return index
+
+
+def test_one_gpu_shared_by_several_runs_is_claimed():
+    assert gpus.should_claim("auto", 1, per_gpu=4) and not gpus.should_claim("auto", 1, per_gpu=1)
+    assert not gpus.should_claim("cuda:0", 1, per_gpu=4)

@@ -191,3 +191,29 @@ def test_evaluate_sums_on_the_batches_device_not_the_splits(make_config):
 
     assert one_run.evaluate(setup.model, Elsewhere(), 64) == expected
     assert torch.isfinite(torch.tensor(expected)).all()
+
+
+def test_a_compiled_run_trains_the_same_network_under_its_own_identity(cifar_root, tmp_path):
+    """train.compile=true: torch.compile of the training steps (here on the CPU): the same losses up to rounding,
+    a run id of its own; eager runs keep theirs (compile=false is left out of the identity)."""
+    from tests.conftest import llbbench
+
+    base = ["model=mlp", "optimizer=sgd", "device=cpu", "train.epochs=1", "train.batch_size=32", "dataset.subset=200",
+            "cv.folds=2"]  # fmt: skip
+    eager = llbbench("run", *base, f"results_dir={tmp_path / 'eager'}", data=cifar_root)
+    compiled = llbbench("run", *base, "train.compile=true", f"results_dir={tmp_path / 'compiled'}", data=cifar_root,
+                        timeout=600)  # fmt: skip
+    assert eager.returncode == 0 and compiled.returncode == 0, compiled.stderr[-3000:]
+    (a,), (b,) = (list((tmp_path / name / "runs").iterdir()) for name in ("eager", "compiled"))
+    assert a.name != b.name
+    finals = [json.loads((d / "summary.json").read_text())["final"] for d in (a, b)]
+    assert finals[1]["train_loss"] == pytest.approx(finals[0]["train_loss"], rel=1e-4)
+    same = llbbench("run", *base, "train.compile=false", f"results_dir={tmp_path / 'eager'}", data=cifar_root)
+    assert "already done" in same.stdout + same.stderr  # compile=false is the eager run's identity
+
+
+def test_compile_refuses_an_optimizer_that_needs_double_backward(make_config):
+    from llbbench import config
+
+    with pytest.raises(config.ConfigError, match=r"train\.compile=true cannot train optimizer=esgd"):
+        config.check(make_config("optimizer=esgd", "train.compile=true"))

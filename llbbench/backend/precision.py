@@ -61,7 +61,8 @@ def configure(precision: str, device: torch.device) -> None:
 
 
 def identity_values(train: dict[str, Any], device: torch.device) -> None:
-    """In a run's identity (a plain dict's `train`), the resolved precision and layout; dropped at fp32 and off."""
+    """In a run's identity (a plain dict's `train`), the resolved precision, layout and compilation; dropped at fp32
+    and off."""
     value = resolve(str(train.get("precision", "fp32")), device)
     if value == "fp32":
         train.pop("precision", None)
@@ -71,3 +72,5 @@ def identity_values(train: dict[str, Any], device: torch.device) -> None:
         train["channels_last"] = True
     else:
         train.pop("channels_last", None)
+    if not train.get("compile"):  # eager, as every run was before the option: the same identity
+        train.pop("compile", None)

@@ -84,6 +84,7 @@ NOT_IDENTITY = (
     "tuned",
     "optimizer.label",  # the optimizer's name in the report
     "logger",  # where the records also go (TensorBoard, MLflow, W&B)
+    "gpus",  # how many runs share a GPU
 )
 
 

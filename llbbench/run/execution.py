@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .. import models
 from ..backend import distributed, gpus
@@ -43,8 +43,9 @@ def execute(cfg: DictConfig, run_dir: str | Path) -> str:
 
     Returns the status: `completed`, `diverged`, `stopped` or `failed` for a run trained now, `skipped` for one
     that had ended already (`rerun=true` trains it again) or is locked by a live process. A run that `failed` has
-    not ended: it is trained again from the start. With `device=auto` on a machine with several GPUs the run first
-    claims one that no other run holds (`gpus.claim`), waiting for one if all are busy. In a run of several
+    not ended: it is trained again from the start. With `device=auto` on a machine with several GPUs (or one GPU
+    that `gpus.runs_per_gpu` runs share) the run first claims a GPU slot that no other run holds (`gpus.claim`),
+    waiting for one if all are busy. In a run of several
     processes (torchrun, or a Slurm job of several tasks) rank 0 holds the lock and decides for all of them.
     """
     world, device = distributed.start(str(cfg.get("device", "auto")), int(cfg.get("world_size", 1)))
@@ -54,10 +55,11 @@ def execute(cfg: DictConfig, run_dir: str | Path) -> str:
         if not _may_train(cfg, run_dir, lock):
             return "skipped"
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if not gpus.should_claim(str(cfg.get("device", "auto")), count):
+        per_gpu = int(OmegaConf.select(cfg, "gpus.runs_per_gpu", default=1) or 1)
+        if not gpus.should_claim(str(cfg.get("device", "auto")), count, per_gpu):
             return run(cfg, run_dir)["status"]
-        with gpus.claim(count) as index:  # several GPUs: this run takes one no other run holds
-            log.info("on GPU %d of %d", index, count)
+        with gpus.claim(count, per_gpu=per_gpu) as index:  # a GPU slot no other run holds
+            log.info("on GPU %d of %d (%d runs a GPU at most)", index, count, per_gpu)
             return run(cfg, run_dir, device=f"cuda:{index}")["status"]
 
 

@@ -40,13 +40,17 @@ class Setup:
     channels_last: bool = False  # `train.channels_last`, resolved
     world: World = SINGLE  # the processes training this run (llbbench/backend/distributed.py)
     replica: nn.Module | None = None  # in a run of several processes, `model` inside DistributedDataParallel
+    compiled: nn.Module | None = None  # with train.compile=true: torch.compile of the replica or the model
     sync_bn: bool = False  # `train.sync_bn`, resolved
     val_part: datasets.Split | None = None  # this process's share of the validation and test splits (all of
     test_part: datasets.Split | None = None  # them in one process), evaluated by it and summed over processes
 
     @property
     def network(self) -> nn.Module:
-        """What the training steps run: the replica that synchronises gradients, or the model itself."""
+        """What the training steps run: compiled (train.compile), the replica that synchronises gradients, or the
+        model itself (its parameters and state are the model's in every case)."""
+        if self.compiled is not None:
+            return self.compiled
         return self.replica if self.replica is not None else self.model
 
 
@@ -100,8 +104,9 @@ def prepare(cfg: DictConfig, world: World = SINGLE, device: str | None = None) -
     scheduler = build_scheduler(optimizer, t.schedule.name, t.schedule_k, per_epoch, t.epochs * per_epoch)
     val_part, test_part = (_part(split, world) for split in (data.val, data.test))
     run_identity, recorded = _identity_and_record(cfg, device, net)
+    compiled = torch.compile(replica or net.model) if t.compile else None
     return Setup(typed, run_identity, recorded, data, net.model, optimizer, spec, on, scheduler,
-                 per_epoch, net.precision, net.channels_last, world, replica, net.sync_bn, val_part,
+                 per_epoch, net.precision, net.channels_last, world, replica, compiled, net.sync_bn, val_part,
                  test_part)  # fmt: skip
 
 
