@@ -12,7 +12,11 @@ On the device it runs on (a GPU when there is one), in one process:
 - whether each of those optimizers' state is on the device after loading a checkpoint saved to the CPU;
 - one short ImageNet-format run (a generated image folder) through the folder pipeline and through
   `llbbench prepare-data`'s arrays, with evaluation: both times and whether the weights are equal;
-- the peak memory of the process (CUDA: allocated; CPU: resident).
+- the peak memory of the process (CUDA: allocated; CPU: resident);
+- several runs on one device (`gpus.runs_per_gpu`): the summed training images/s of k = 1, 2, 4, 8 concurrent
+  processes (ResNet-34, CIFAR form, batch 128, bf16 and channels_last on CUDA), each timed over the same window,
+  and the best k;
+- `train.compile`: each network's training images/s eager and through `torch.compile` (CIFAR form, batch 128).
 Writes results/bench/gpu.json (`--quick`: tiny sizes, two networks, results/bench/gpu_quick.json, under two
 minutes on a CPU so that the script cannot rot) and a Markdown summary on stdout.
 
@@ -239,6 +243,94 @@ def peak_memory(device) -> dict[str, float]:
     return {"max_resident_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
+def _packed_worker(rank: int, spec: dict, barrier, results) -> None:
+    """One of k concurrent runs: warm up, wait for the others, then time `spec["steps"]` steps."""
+    torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    torch.manual_seed(rank)
+    model = models.build(spec["network"], 10, (3, 32, 32), form="cifar", width=spec["width"])
+    nhwc = device.type == "cuda"
+    model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(spec["batch"], 3, 32, 32, device=device)
+    x = x.contiguous(memory_format=torch.channels_last) if nhwc else x
+    y = torch.randint(0, 10, (spec["batch"],), device=device)
+    numeric = "bf16" if device.type == "cuda" else "fp32"
+
+    def step() -> None:
+        with precision.autocast(numeric, device):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(spec["warmup"]):
+        step()
+    _sync(device)
+    barrier.wait()
+    start = time.perf_counter()
+    for _ in range(spec["steps"]):
+        step()
+    _sync(device)
+    results.put(spec["batch"] * spec["steps"] / (time.perf_counter() - start))
+
+
+def packing(args, device) -> dict:
+    """Summed training images/s of k concurrent processes on `device`, for each k; the best k."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    cores = torch.get_num_threads() if device.type == "cpu" and not args.quick else 1  # quick: 1 thread a process
+    measured = {}
+    for k in args.packing:
+        spec = {"device": str(device), "network": "resnet34", "width": args.width, "batch": 8 if args.quick else 128,
+                "warmup": args.warmup, "steps": args.steps * 2, "threads": max(1, cores // k)}  # fmt: skip
+        barrier, results = context.Barrier(k), context.Queue()
+        workers = [context.Process(target=_packed_worker, args=(r, spec, barrier, results)) for r in range(k)]
+        for w in workers:
+            w.start()
+        rates = [results.get(timeout=900) for _ in workers]
+        for w in workers:
+            w.join()
+        measured[str(k)] = round(sum(rates), 2)
+        print(f"packing k={k}: {measured[str(k)]:.1f} img/s summed", file=sys.stderr)
+    best = max(measured, key=measured.get)
+    return {"network": "resnet34", "images_per_second": measured, "best_k": int(best),
+            "gain_of_best": round(measured[best] / measured["1"], 3)}  # fmt: skip
+
+
+def compiled_against_eager(args, device) -> list[dict]:
+    """Each network's training images/s eager and compiled (CIFAR form, batch 128; bf16 on CUDA)."""
+    rows = []
+    numeric = "bf16" if device.type == "cuda" else "fp32"
+    for name in args.compile_networks:
+        rates = {}
+        for mode in ("eager", "compiled"):
+            torch.manual_seed(0)
+            model = models.build(name, 10, (3, 32, 32), form="cifar", width=args.width).to(device)
+            trained = torch.compile(model) if mode == "compiled" else model
+            opt = torch.optim.SGD(model.parameters(), lr=0.01)
+            batch = 8 if args.quick else 128
+            x, y = torch.randn(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
+            times = []
+            for step in range(args.warmup + 1 + args.steps):  # one more warm-up step: the compilation
+                _sync(device)
+                start = time.perf_counter()
+                with precision.autocast(numeric, device):
+                    loss = F.cross_entropy(trained(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                _sync(device)
+                if step > args.warmup:
+                    times.append(time.perf_counter() - start)
+            rates[mode] = batch / statistics.median(times)
+        rows.append({"network": name, "eager": round(rates["eager"], 2), "compiled": round(rates["compiled"], 2),
+                     "ratio": round(rates["compiled"] / rates["eager"], 3)})  # fmt: skip
+        print(f"{name}: eager {rates['eager']:.1f}, compiled {rates['compiled']:.1f} img/s", file=sys.stderr)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, two networks: the CPU check")
@@ -251,6 +343,8 @@ def main() -> None:
     args.warmup = 1 if args.quick else 3
     args.steps = 2 if args.quick else args.steps
     batches = {"cifar": (8,) if args.quick else (128,), "imagenet": (4,) if args.quick else (256, 128, 64, 32)}
+    args.packing = (1, 2) if args.quick else (1, 2, 4, 8)
+    args.compile_networks = ("smallcnn",) if args.quick else NETWORKS
     throughput = []
     for name in args.networks:
         for form, sizes in batches.items():
@@ -274,6 +368,8 @@ def main() -> None:
         "state_on_device_after_loading": state_after_loading(args, device),
         "imagenet_format_run": folder_against_arrays(args, device),
         "peak_memory": peak_memory(device),
+        "packing": packing(args, device),
+        "compile": compiled_against_eager(args, device),
     }
     out = args.out or ROOT / "results" / "bench" / ("gpu_quick.json" if args.quick else "gpu.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
@@ -286,7 +382,11 @@ def main() -> None:
     print(f"host syncs per step: {result['host_syncs_per_step']}")
     print(f"optimizer state on the device after loading a CPU checkpoint: {result['state_on_device_after_loading']}")
     print(f"ImageNet-format run: {result['imagenet_format_run']}")
-    print(f"peak memory: {result['peak_memory']}\nwritten: {out}")
+    print(f"peak memory: {result['peak_memory']}")
+    shown = ", ".join(f"k={k}: {v:.1f}" for k, v in result["packing"]["images_per_second"].items())
+    print(f"runs per device (summed images/s): {shown}; best k = {result['packing']['best_k']}")
+    print("compiled / eager images/s: " + ", ".join(f"{r['network']} {r['ratio']:.2f}" for r in result["compile"]))
+    print(f"written: {out}")
 
 
 if __name__ == "__main__":

@@ -27,3 +27,8 @@ def test_the_quick_gpu_benchmark_runs_and_writes_every_measurement(tmp_path):
     assert result["imagenet_format_run"]["same_weights"] is True
     assert set(result["host_syncs_per_step"]) == {"llb", "esgd", "pathsgd"}
     assert result["state_on_device_after_loading"] == {"llb": True, "esgd": True, "pathsgd": True}
+    packed = result["packing"]
+    assert set(packed["images_per_second"]) == {"1", "2"} and all(v > 0 for v in packed["images_per_second"].values())
+    assert packed["best_k"] in (1, 2) and packed["gain_of_best"] >= 1
+    (compiled,) = result["compile"]
+    assert compiled["network"] == "smallcnn" and compiled["eager"] > 0 and compiled["compiled"] > 0
