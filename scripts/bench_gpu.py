@@ -69,25 +69,31 @@ def images_per_second(name: str, form: str, batch: int, numeric: str, nhwc: bool
     y = torch.randint(0, 10, (batch,), device=device)
     precision.configure(numeric, device)
     try:
-        times = []
-        for step in range(args.warmup + args.steps):
-            _sync(device)
-            start = time.perf_counter()
-            with precision.autocast(numeric, device):
-                loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            _sync(device)
-            if step >= args.warmup:
-                times.append(time.perf_counter() - start)
+        seconds = step_seconds(model, opt, x, y, numeric, device, args.warmup, args.steps)
     except torch.OutOfMemoryError:
         return None
     finally:
         del model, opt
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return batch / statistics.median(times)
+    return batch / seconds
+
+
+def step_seconds(forward, opt, x, y, numeric: str, device, warmup: int, steps: int) -> float:
+    """The median seconds of a training step (forward under `numeric`, backward, SGD step) after `warmup` steps."""
+    times = []
+    for step in range(warmup + steps):
+        _sync(device)
+        start = time.perf_counter()
+        with precision.autocast(numeric, device):
+            loss = F.cross_entropy(forward(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _sync(device)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def cifar_batching_share(args, device, throughput: list[dict]) -> dict[str, float]:
@@ -312,19 +318,8 @@ def compiled_against_eager(args, device) -> list[dict]:
             opt = torch.optim.SGD(model.parameters(), lr=0.01)
             batch = 8 if args.quick else 128
             x, y = torch.randn(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
-            times = []
-            for step in range(args.warmup + 1 + args.steps):  # one more warm-up step: the compilation
-                _sync(device)
-                start = time.perf_counter()
-                with precision.autocast(numeric, device):
-                    loss = F.cross_entropy(trained(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                _sync(device)
-                if step > args.warmup:
-                    times.append(time.perf_counter() - start)
-            rates[mode] = batch / statistics.median(times)
+            # one more warm-up step: the compilation
+            rates[mode] = batch / step_seconds(trained, opt, x, y, numeric, device, args.warmup + 1, args.steps)
         rows.append({"network": name, "eager": round(rates["eager"], 2), "compiled": round(rates["compiled"], 2),
                      "ratio": round(rates["compiled"] / rates["eager"], 3)})  # fmt: skip
         print(f"{name}: eager {rates['eager']:.1f}, compiled {rates['compiled']:.1f} img/s", file=sys.stderr)
