@@ -37,15 +37,31 @@ from llbbench.config import CONFIG_PACKAGE  # importing it registers the config'
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ("table2_cifar10", "table2_imagenet", "table3_batch", "table4_init", "fig7_lr")
-# (training images, test images) of the full datasets; training images split into cv.folds folds
-SIZES = {"cifar10": (50_000, 10_000), "imagenet": (1_281_167, 50_000)}
+# scale=medium: every experiment of `make reproduce-medium` (the ablation and tuning included), each with the
+# overrides that target gives it
+MEDIUM = {"table2_cifar10": [], "ablation_llb": [], "ablation_ratio": [], "table3_batch": [], "table4_init": [],
+          "fig7_lr": [], "table2_imagenet": ["dataset=imagenette"]}  # fmt: skip
+# (training images, test images) of the full datasets (an image folder: by its folder's name); training images
+# split into cv.folds folds
+SIZES = {"cifar10": (50_000, 10_000), "imagenet": (1_281_167, 50_000), "imagenette2-160": (9_469, 3_925),
+         "imagewoof2-160": (9_025, 3_929)}  # fmt: skip
 SHAPES = {"cifar10": (10, (3, 32, 32)), "imagenet": (1000, (3, 224, 224))}
+
+
+def data_of(dataset: dict) -> tuple[str, int, tuple[int, int, int]]:
+    """A run's data as this estimate knows it: its key in SIZES, classes and image shape."""
+    if dataset["name"] in SHAPES:
+        return (dataset["name"], *SHAPES[dataset["name"]])
+    folder = Path(str(dataset["root"])).name
+    if folder not in SIZES:
+        raise SystemExit(f"no image count known for the image folder {dataset['root']}: add it to SIZES")
+    return folder, 10, (3, int(dataset["crop"]), int(dataset["crop"]))
 
 
 @cache
 def forward_flops(network: str, dataset: str) -> int:
     """Forward FLOPs for one image of `dataset`'s form, at full width (counted on the meta device)."""
-    classes, shape = SHAPES[dataset]
+    classes, shape = SHAPES.get(dataset) or FOLDER_SHAPES[dataset]
     with torch.device("meta"):
         model = models.build(network, classes, shape)
         x = torch.empty(1, *shape)
@@ -55,6 +71,7 @@ def forward_flops(network: str, dataset: str) -> int:
     return counter.get_total_flops()
 
 
+FOLDER_SHAPES: dict[str, tuple[int, tuple[int, int, int]]] = {}  # image folders met so far: classes, shape
 NO_COST = ("fold=", "init=", "optimizer.lr=")  # overrides that do not change a run's FLOPs
 
 
@@ -68,7 +85,9 @@ def run_flops(overrides: list[str]) -> tuple[str, str, float, float]:
 def _run_flops(overrides: tuple[str, ...]) -> tuple[str, str, float, float]:
     config = compose("config", overrides=list(overrides))
     config = OmegaConf.to_container(config, resolve=True)
-    dataset, network = config["dataset"]["name"], config["model"]["name"]
+    network = config["model"]["name"]
+    dataset, classes, shape = data_of(config["dataset"])
+    FOLDER_SHAPES.setdefault(dataset, (classes, shape))
     train_images, test_images = SIZES[dataset]
     folds = config["cv"]["folds"]
     train, val = train_images * (folds - 1) / folds, train_images / folds
@@ -99,22 +118,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tflops", type=float, default=30.0, help="assumed sustained rate, TFLOP/s")
     parser.add_argument("--measured", type=Path, default=ROOT / "results" / "bench" / "gpu.json")
+    parser.add_argument("--scale", choices=("full", "medium"), default="full",
+                        help="full: the paper's grids; medium: every experiment of make reproduce-medium, tuning "
+                        "included (results/bench/gpu_hours_medium.json)")  # fmt: skip
     args = parser.parse_args()
     rate = args.tflops * 1e12
     measured = measured_rates(args.measured)
     rows, counted = [], set()
+    plan = MEDIUM if args.scale == "medium" else {e: [] for e in EXPERIMENTS}
     with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-        for experiment in EXPERIMENTS:
+        for experiment, extra in plan.items():
             hours, runs = defaultdict(float), defaultdict(int)
-            sweep = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
-            for point in sweep_points(sweep):  # the sweep at scale=full, as Hydra's basic sweeper makes it
+            base = [f"experiment={experiment}", f"scale={args.scale}", *extra]
+            sweep = compose("config", overrides=base, return_hydra_config=True)
+            for point in sweep_points(sweep):  # the sweep, as Hydra's basic sweeper makes it
                 network, dataset, flops, images = run_flops(point)
                 counted.add((network, dataset))
-                if (network, dataset) in measured:
-                    hours[network] += images / measured[(network, dataset)] / 3600
-                else:
-                    hours[network] += flops / rate / 3600
-                runs[network] += 1
+                cost = images / measured[(network, dataset)] if (network, dataset) in measured else flops / rate
+                # the tuning of the CIFAR-10 Table 2 at medium scale: four more rates on fold 0, and every other
+                # fold again at the winner (at most: a winner at the configured rate is the same run)
+                times = 1
+                if args.scale == "medium" and experiment == "table2_cifar10":
+                    times += 4 if "fold=0" in point else 1
+                hours[network] += times * cost / 3600
+                runs[network] += times
             for network in hours:
                 rows.append(
                     {"experiment": experiment, "network": network, "runs": runs[network], "gpu_hours": hours[network]}
@@ -130,14 +157,16 @@ def main() -> None:
         "assumed_tflops": args.tflops,
         "forward_gflops_per_image": {f"{n}/{d}": forward_flops(n, d) / 1e9 for n, d in sorted(counted)},
         "rows": rows,
-        "total_gpu_hours": {e: sum(r["gpu_hours"] for r in rows if r["experiment"] == e) for e in EXPERIMENTS},
+        "scale": args.scale,
+        "total_gpu_hours": {e: sum(r["gpu_hours"] for r in rows if r["experiment"] == e) for e in plan},
+        "all_gpu_hours": sum(r["gpu_hours"] for r in rows),
     }
-    path = ROOT / "results" / "bench" / "gpu_hours.json"
+    path = ROOT / "results" / "bench" / ("gpu_hours_medium.json" if args.scale == "medium" else "gpu_hours.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     basis = "measured images/s where present" if measured else f"{args.tflops:g} TFLOP/s"
     print(f"| experiment | runs | GPU-hours at {basis} | by network |\n| --- | ---: | ---: | --- |")
-    for experiment in EXPERIMENTS:
+    for experiment in plan:
         mine = [r for r in rows if r["experiment"] == experiment]
         detail = ", ".join(f"{r['network']} {r['gpu_hours']:,.0f}" for r in mine)
         total = sum(r["gpu_hours"] for r in mine)
