@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 MLFLOW_DB = "mlflow.db"  # beside the experiments of results_dir, unless logger.mlflow.tracking_uri names a store
 # each logger: the module it needs, and the extra that installs it
 NEEDS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
-STEP_KEYS = {STEPS: "step", LAYER_LRS: "step", EPOCHS: "step"}  # each table's x-axis: the optimizer step
+STEP = "step"  # every table's x-axis: the optimizer step (a column of steps.csv, layer_lrs.csv, epochs.csv)
 PREFIX = {STEPS: "train/", LAYER_LRS: "layer_lr/", EPOCHS: "epoch/"}
 
 
@@ -83,11 +83,17 @@ def numbers(table: str, row: Mapping[str, Any]) -> dict[str, float]:
     out."""
     keep = {}
     for key, value in row.items():
-        if key == STEP_KEYS[table] or not isinstance(value, int | float) or isinstance(value, bool):
+        if key == STEP or not isinstance(value, int | float) or isinstance(value, bool):
             continue
         if math.isfinite(value):
             keep[PREFIX[table] + key] = float(value)
     return keep
+
+
+def _dropped(name: str, what: str, error: Exception) -> None:
+    """The one warning line of a logger that is dropped."""
+    first = str(error).splitlines()[0] if str(error) else ""
+    log.warning("logger %s %s (%s: %s); the run goes on with its files", name, what, type(error).__name__, first)
 
 
 class Trackers:
@@ -101,8 +107,7 @@ class Trackers:
             try:
                 getattr(tracker, what)(*args)
             except Exception as e:  # a tracker never stops the run
-                log.warning("logger %s failed (%s: %s); the run goes on with its files", tracker.name,
-                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")  # fmt: skip
+                _dropped(tracker.name, "failed", e)
                 self.trackers.remove(tracker)
 
     def row(self, table: str, row: Mapping[str, Any]) -> None:
@@ -128,8 +133,7 @@ def start(loggers: Mapping[str, Any] | None, info: RunInfo, resumed_at: int) -> 
         try:
             started.append(TRACKERS[name](dict(options or {}), info, resumed_at, state))
         except Exception as e:
-            log.warning("logger %s could not start (%s: %s); the run goes on with its files", name,
-                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")  # fmt: skip
+            _dropped(name, "could not start", e)
     if any(name in state for name in ("mlflow", "wandb")) or started:
         state_file.write_text(json.dumps(state, indent=1) + "\n")
     return Trackers(started)
@@ -155,7 +159,7 @@ class TensorBoard:
 
     def row(self, table: str, row: Mapping[str, Any]) -> None:
         for key, value in numbers(table, row).items():
-            self.writer.add_scalar(key, value, int(row[STEP_KEYS[table]]))
+            self.writer.add_scalar(key, value, int(row[STEP]))
 
     def summary(self, summary: Mapping[str, Any]) -> None:
         from torch.utils.tensorboard.summary import hparams
@@ -231,7 +235,7 @@ class MLflow:
     def row(self, table: str, row: Mapping[str, Any]) -> None:
         from mlflow.entities import Metric
 
-        step = int(row[STEP_KEYS[table]])
+        step = int(row[STEP])
         if step <= self.done[table]:
             return
         stamp = int(time.time() * 1000)
@@ -292,12 +296,12 @@ class WandB:
             with path.open(newline="") as f:
                 for row in csv.DictReader(f):
                     values = {k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
-                    if held < int(values[STEP_KEYS[table]]) <= resumed_at:
+                    if held < int(values[STEP]) <= resumed_at:
                         self.row(table, values)
         self.flush()
 
     def row(self, table: str, row: Mapping[str, Any]) -> None:
-        self.pending.setdefault(int(row[STEP_KEYS[table]]), {}).update(numbers(table, row))
+        self.pending.setdefault(int(row[STEP]), {}).update(numbers(table, row))
 
     def flush(self) -> None:
         for step in sorted(self.pending):  # W&B takes each step once, in increasing order
