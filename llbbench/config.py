@@ -416,6 +416,8 @@ class ImageFolderConfig:
     num_workers: int = _at_least(0, 4)
     format: DataFormat = DataFormat.folder
     predecoded_dir: str | None = None
+    download: bool = False  # Imagenette and Imagewoof only: fetch the folder when it is missing
+    classes: Any = None  # null (all), 100 (ImageNet-100) or a list of class folder names: data/classes.py checks it
     subset: int | None = _at_least(1, None)
     test_subset: int | None = _at_least(1, None)
     mean: list[float] = MISSING
@@ -423,7 +425,10 @@ class ImageFolderConfig:
     fingerprint: str = MISSING
 
 
-DATASET_SCHEMAS = {"cifar10": CifarConfig, "imagefolder": ImageFolderConfig, "imagenet": ImageFolderConfig}
+DATASET_SCHEMAS = {
+    "cifar10": CifarConfig,
+    **dict.fromkeys(("imagefolder", "imagenet", "imagenette", "imagewoof"), ImageFolderConfig),
+}
 
 
 # --- the valid range of a group's value, by its key (any entry of the group: the registries declare types only) ---
@@ -564,6 +569,13 @@ def _type_groups(typed: DictConfig, values: dict[str, Any]) -> None:
         raise ConfigError(f"unknown dataset {dataset['name']!r}; valid names: {', '.join(DATASET_SCHEMAS)}")
     typed.dataset = _typed(DATASET_SCHEMAS[dataset["name"]], dataset, "dataset.")
     _check_group_ranges("dataset", typed.dataset)
+    if dataset.get("classes") is not None:
+        from .data.classes import selection
+
+        try:
+            selection(dataset["classes"])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     name = values["model"]["name"]
     typed.model = _typed(_schema_of("model", name, models.options(name)), values["model"], "model.")

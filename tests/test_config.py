@@ -13,7 +13,6 @@ EXPERIMENTS = [p.stem for p in sorted((config_dir() / "experiment").glob("*.yaml
 
 
 CONTROLS = {"sgd_inverse_time": "sgd", "sgd_cosine": "sgd", "llb_global": "llb"}  # optimizer entries of the controls
-CONTROLS.update(imagenette="imagefolder", imagewoof="imagefolder")  # image folders of a known layout and size
 
 
 @pytest.mark.parametrize(("group", "entry"), ENTRIES)

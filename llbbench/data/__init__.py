@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from . import predecoded
+from . import fetch, predecoded
 from .cifar import NUM_CLASSES as CIFAR10_CLASSES
 from .cifar import cifar10_fingerprint, load_cifar10
+from .classes import selection
 from .folder import FolderSplit, folder_fingerprint, scan_split
 from .predecoded import PredecodedSplit
 from .tensors import TensorSplit, normalize
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 Split = TensorSplit | FolderSplit | PredecodedSplit
-_DATASETS = ("cifar10", "imagefolder", "imagenet")
+_DATASETS = ("cifar10", "imagefolder", "imagenet", "imagenette", "imagewoof")  # all but CIFAR-10: image folders
 FORMATS = ("folder", "predecoded")  # an image folder's `dataset.format`: decode JPEGs per batch, or read arrays
 UNAVAILABLE = "unavailable"  # the fingerprint of data that could not be read (the run then says why)
 
@@ -58,9 +59,11 @@ def fingerprint(options: dict[str, Any]) -> str:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(_DATASETS)}")
     if name == "cifar10":
         return cifar10_fingerprint(options["root"], download=options.get("download", False))
+    fetch.ensure(options)
     root = Path(options["root"])
     splits = (options["train_split"], options["test_split"])
-    return _folder_fingerprint(root.resolve(), splits, _folder_state(root, splits))
+    select = selection(options.get("classes"))
+    return _folder_fingerprint(root.resolve(), splits, select, _folder_state(root, splits))
 
 
 def check_fingerprint(options: dict[str, Any]) -> None:
@@ -83,8 +86,10 @@ def _folder_state(root: Path, splits: tuple[str, ...]) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=16)
-def _folder_fingerprint(root: Path, splits: tuple[str, ...], state: tuple[int, ...]) -> str:
-    return folder_fingerprint(root, splits)
+def _folder_fingerprint(
+    root: Path, splits: tuple[str, ...], select: tuple[str, ...] | None, state: tuple[int, ...]
+) -> str:
+    return folder_fingerprint(root, splits, select)
 
 
 @dataclass(frozen=True)
@@ -160,9 +165,10 @@ def _image_folder(options: dict[str, Any], device: torch.device) -> tuple[Split,
         raise ValueError(f"dataset.format={fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt == "predecoded":
         return predecoded.load(options, fingerprint(options), device, *_statistics(options, device))
-    root = Path(options["root"])
-    classes, train_paths, train_labels, _ = scan_split(root, options["train_split"])
-    _, test_paths, test_labels, _ = scan_split(root, options["test_split"], classes)
+    fetch.ensure(options)
+    root, select = Path(options["root"]), selection(options.get("classes"))
+    classes, train_paths, train_labels, _ = scan_split(root, options["train_split"], select=select)
+    _, test_paths, test_labels, _ = scan_split(root, options["test_split"], classes, select)
     mean, std = _statistics(options, device)
     shared = {
         "mean": mean,

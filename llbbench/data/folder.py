@@ -20,12 +20,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 
 def scan_split(
-    root: Path, split: str, classes: Sequence[str] | None = None
+    root: Path, split: str, classes: Sequence[str] | None = None, select: Sequence[str] | None = None
 ) -> tuple[list[str], list[Path], list[int], list[os.stat_result]]:
     """(class names, image paths, labels, each file's `stat`: one per file) of `root/split/<class>/*`; classes
     sorted by name.
 
-    With `classes` given (those of the training split), the split must hold exactly those class folders. A file
+    With `select` (`dataset.classes`, sorted), only those class folders are read, and the split must hold them
+    all. With `classes` given (those of the training split), the split must hold exactly those class folders
+    (beside the ones `select` leaves out). A file
     that is empty (zero bytes), not a regular file or cannot be stat'ed is refused, naming it and how many more
     there are.
     """
@@ -38,6 +40,15 @@ def scan_split(
     found = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not found:
         raise ValueError(f"{folder}/ holds no class sub-folders (expected {folder}/<class>/<image>)")
+    if select is not None:
+        missing = sorted(set(select) - set(found))
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise ValueError(
+                f"{folder}/ lacks {len(missing)} of the {len(select)} class folders dataset.classes names: {shown} "
+                f"(it has {len(found)} class folders)"
+            )
+        found = list(select)
     if classes is not None and found != list(classes):
         missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
         raise ValueError(
@@ -68,14 +79,15 @@ def scan_split(
     return found, paths, labels, stats
 
 
-def folder_fingerprint(root: Path, splits: Sequence[str]) -> str:
-    """What the image folder at `root` holds in `splits`: its file count and a hash of the class list and every
-    file's relative path and size (a listing and a `stat` per file; no image is read)."""
+def folder_fingerprint(root: Path, splits: Sequence[str], select: Sequence[str] | None = None) -> str:
+    """What the image folder at `root` holds in `splits` (of the classes `select`, or all): its file count and a
+    hash of the class list and every file's relative path and size (a listing and a `stat` per file; no image is
+    read)."""
     digest = hashlib.sha256()
     count = 0
     classes = None
     for split in splits:
-        classes, paths, _, stats = scan_split(root, split, classes)
+        classes, paths, _, stats = scan_split(root, split, classes, select)
         digest.update(repr((split, classes)).encode())
         for path, info in zip(paths, stats, strict=True):
             digest.update(f"{path.relative_to(root).as_posix()}\t{info.st_size}\n".encode())
@@ -83,14 +95,14 @@ def folder_fingerprint(root: Path, splits: Sequence[str]) -> str:
     return f"imagefolder-{count}-{digest.hexdigest()[:16]}"
 
 
-def files_stamp(root: Path, splits: Sequence[str]) -> str:
+def files_stamp(root: Path, splits: Sequence[str], select: Sequence[str] | None = None) -> str:
     """A hash of every image's relative path, size and modification time in `splits`: unlike the fingerprint
     (paths and sizes: a run's identity, the same for a copy of the folder), it changes when an image is rewritten
     with other pixels at the same size."""
     digest = hashlib.sha256()
     classes = None
     for split in splits:
-        classes, paths, _, stats = scan_split(root, split, classes)
+        classes, paths, _, stats = scan_split(root, split, classes, select)
         for path, info in zip(paths, stats, strict=True):
             digest.update(f"{path.relative_to(root).as_posix()}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .classes import selection
 from .folder import _Images, files_stamp, scan_split
 from .tensors import batch_count, normalize
 
@@ -45,11 +46,18 @@ def command(options: dict[str, Any]) -> str:
     for key, default in (("train_split", "train"), ("test_split", "val"), ("predecoded_dir", None)):
         if options.get(key) not in (None, default):
             words.append(f"dataset.{key}={options[key]}")
+    if options.get("classes") is not None:
+        chosen = options["classes"]
+        words.append(f"dataset.classes={chosen if isinstance(chosen, int) else '[' + ','.join(chosen) + ']'}")
     return "llbbench prepare-data " + " ".join(shlex.quote(word) for word in words)
 
 
 def _splits(options: dict[str, Any]) -> tuple[str, str]:
     return options["train_split"], options["test_split"]
+
+
+def _stamp(options: dict[str, Any]) -> str:
+    return files_stamp(Path(options["root"]), _splits(options), selection(options.get("classes")))
 
 
 def prepare(options: dict[str, Any], fingerprint: str) -> Path:
@@ -59,7 +67,7 @@ def prepare(options: dict[str, Any], fingerprint: str) -> Path:
     classes = None
     splits = {}
     for split in _splits(options):
-        classes, paths, labels, _ = scan_split(root, split, classes)
+        classes, paths, labels, _ = scan_split(root, split, classes, selection(options.get("classes")))
         images = _Images(paths, torch.tensor(labels), options["resize"], options["crop"])
         array = np.lib.format.open_memmap(
             out / f"{split}.npy", mode="w+", dtype=np.uint8, shape=(len(paths), 3, options["crop"], options["crop"])
@@ -72,7 +80,7 @@ def prepare(options: dict[str, Any], fingerprint: str) -> Path:
         array.flush()
         np.save(out / f"{split}.labels.npy", np.asarray(labels, dtype=np.int64))
         splits[split] = {"count": len(paths), "sha256": _digest(out / f"{split}.npy")}
-    manifest = {"fingerprint": fingerprint, "files": files_stamp(root, _splits(options)), "resize": options["resize"],
+    manifest = {"fingerprint": fingerprint, "files": _stamp(options), "resize": options["resize"],
                 "crop": options["crop"], "classes": classes, "splits": splits}  # fmt: skip
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return out / MANIFEST
@@ -100,8 +108,8 @@ def load(options: dict[str, Any], fingerprint: str, device: torch.device, mean, 
         raise ValueError(
             f"{manifest_path} is damaged ({type(e).__name__}: {e}); run again: {command(options)}"
         ) from None
-    wanted = {"fingerprint": fingerprint, "files": files_stamp(Path(options["root"]), _splits(options)),
-              "resize": options["resize"], "crop": options["crop"]}  # fmt: skip
+    wanted = {"fingerprint": fingerprint, "files": _stamp(options), "resize": options["resize"],
+              "crop": options["crop"]}  # fmt: skip
     stale = [key for key, value in wanted.items() if manifest.get(key) != value]
     if stale:
         raise ValueError(

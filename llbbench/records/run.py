@@ -109,6 +109,8 @@ def identity(config: Mapping[str, Any], with_code: bool = False) -> dict[str, An
         sync_bn = resolve_sync_bn(kept["train"].pop("sync_bn", None), device, size)
         if size > 1:
             kept["train"]["sync_bn"] = sync_bn
+    if isinstance(kept.get("dataset"), dict) and kept["dataset"].get("classes", 0) is None:
+        del kept["dataset"]["classes"]  # all classes: as every image-folder run made before dataset.classes
     for dotted in NOT_IDENTITY:
         *parents, leaf = dotted.split(".")
         node = kept
