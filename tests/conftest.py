@@ -21,6 +21,13 @@ from llbbench.config import CONFIG_PACKAGE
 # the md5 sums of CIFAR-10's files are remembered across processes (llbbench/data/cifar.py): in a folder of the
 # test session (each xdist worker its own, inherited by the processes the tests start), not the user's cache
 os.environ.setdefault("LLBBENCH_CACHE", tempfile.mkdtemp(prefix="llbbench-test-cache-"))
+# one pytest worker per core (`make test`: -n auto): each worker, and the processes its tests start, one intra-op
+# thread; workers of torch's default thread count each oversubscribe the cores, and tiny networks then crawl
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 FAKE_TRAIN_PER_BATCH = 120
 FAKE_TEST = 200
