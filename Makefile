@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llbbench-installed
 
-.PHONY: run reproduce-small reproduce-tables test test-slow test-slurm lint format bench bench-gpu clean-runs
+.PHONY: run reproduce-small reproduce-medium reproduce-tables test test-slow test-slurm lint format bench bench-gpu gpu-kit clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,26 @@ reproduce-small: $(STAMP)  ## every experiment at scale=small on CIFAR-10, tunin
 	$(BIN)/llbbench report results/small && echo "reproduce-small: done in $$(( ($$(date +%s) - start) / 60 )) min"; \
 	exit $$failed
 
+MEDIUM := scale=medium results_dir=results/medium
+
+# reproduce-medium: the steps of reproduce-small at scale=medium (docs/scales.md; llbbench/commands/sweeps.py
+# MEDIUM_PLAN lists them, and a test holds the two together), the ImageNet networks' Table 2 on Imagenette
+# (dataset.download=true fetches it where online). On one GPU pack runs with e.g.
+# ARGS="gpus.runs_per_gpu=4 hydra/launcher=joblib hydra.launcher.n_jobs=4" (make bench-gpu's best k).
+reproduce-medium: $(STAMP)  ## every experiment at scale=medium, tuning included, then the report (resumable; about a GPU-day, modelled)
+	@start=$$(date +%s); failed=0; \
+	step() { "$$@"; rc=$$?; if [ $$rc -eq 2 ]; then exit 2; elif [ $$rc -ne 0 ]; then failed=1; fi; return $$rc; }; \
+	step $(BIN)/llbbench tune experiment=table2_cifar10 $(MEDIUM) $(ARGS); tuned=$$?; \
+	step $(BIN)/llbbench run -m experiment=table2_cifar10 $(MEDIUM) $(ARGS); \
+	if [ $$tuned -eq 0 ]; then step $(BIN)/llbbench run -m experiment=table2_cifar10 tuned=true $(MEDIUM) $(ARGS); fi; \
+	for e in ablation_llb ablation_ratio table3_batch table4_init fig7_lr; do \
+		step $(BIN)/llbbench run -m experiment=$$e $(MEDIUM) $(ARGS); \
+	done; \
+	step $(BIN)/llbbench run -m experiment=table2_imagenet dataset=imagenette $(MEDIUM) $(ARGS); \
+	step $(BIN)/llbbench saddle experiment=fig8_saddle $(MEDIUM); \
+	$(BIN)/llbbench report results/medium && echo "reproduce-medium: done in $$(( ($$(date +%s) - start) / 60 )) min"; \
+	exit $$failed
+
 reproduce-tables: $(STAMP)  ## every experiment at scale=full (GPUs; add ARGS="hydra/launcher=slurm ..."), then the report
 	@failed=0; \
 	for e in $(EXPERIMENTS); do \
@@ -70,6 +90,16 @@ format: $(STAMP)
 
 bench-gpu: $(STAMP)  ## the GPU path measured (results/bench/gpu.json; ARGS=--quick: tiny sizes on a CPU, gpu_quick.json)
 	$(BIN)/python scripts/bench_gpu.py $(ARGS)
+
+# what scripts/gpu_check.sh needs on a lent device machine that its image lacks (carry .gpu): pure-Python wheels of
+# the versions installed here, and CIFAR-10's JPEG tarball with its build tool (this workplace's ../shared)
+GPU_WHEELS := hydra-core omegaconf antlr4-python3-runtime hydra-joblib-launcher hydra-submitit-launcher submitit
+gpu-kit: $(STAMP)  ## fill .gpu/ for scripts/gpu_check.sh on a device machine (docs/scales.md)
+	rm -rf .gpu && mkdir -p .gpu/wheels .gpu/tools .gpu/data
+	$(BIN)/python -m pip wheel --quiet --no-deps -w .gpu/wheels \
+		$$($(BIN)/python -m pip list --format=freeze 2>/dev/null | grep -iE "^($$(echo $(GPU_WHEELS) | tr ' ' '|'))==")
+	cp ../shared/tools/build_cifar10.py .gpu/tools/
+	cp ../shared/data/cifar10-jpeg.tar.gz ../shared/data/cifar10-train-order.csv ../shared/data/cifar10-test-first500-labels.txt .gpu/data/
 
 bench: $(STAMP)  ## benchmarks: write results/bench/*.json (needs CIFAR-10 under $$LLBBENCH_DATA or ./data)
 	$(BIN)/python scripts/bench_run.py

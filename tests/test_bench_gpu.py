@@ -32,3 +32,31 @@ def test_the_quick_gpu_benchmark_runs_and_writes_every_measurement(tmp_path):
     assert packed["best_k"] in (1, 2) and packed["gain_of_best"] >= 1
     (compiled,) = result["compile"]
     assert compiled["network"] == "smallcnn" and compiled["eager"] > 0 and compiled["compiled"] > 0
+
+
+def test_the_estimate_takes_a_gpus_measured_rates_and_packing(tmp_path):
+    """scripts/estimate_gpu_hours.py: a GPU's gpu.json (bf16, channels_last rows, packing) replaces the FLOP
+    model; packing speeds up CIFAR runs at scale=medium only; a CPU or --quick file is not a GPU's numbers."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("estimate", ROOT / "scripts" / "estimate_gpu_hours.py")
+    estimate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(estimate)
+
+    def row(network, form, precision, nhwc, rate):
+        return {"network": network, "form": form, "precision": precision, "channels_last": nhwc,
+                "images_per_second": rate}  # fmt: skip
+
+    rows = [row("resnet34", "cifar", "bf16", True, 900.0), row("resnet34", "cifar", "fp32", False, 300.0),
+            row("vgg16", "imagenet", "bf16", True, 500.0)]  # fmt: skip
+    gpu = tmp_path / "gpu.json"
+    gpu.write_text(json.dumps({"device": "cuda", "quick": False, "throughput": rows,
+                               "packing": {"network": "resnet34", "best_k": 4, "gain_of_best": 2.5}}))  # fmt: skip
+    measured, packing = estimate.measured_rates(gpu)
+    assert measured == {("resnet34", "cifar10"): 900.0, ("vgg16", "imagenet"): 500.0} and packing["best_k"] == 4
+    assert estimate.rate_of("resnet34", "cifar10", measured, packing, "medium") == 2250.0  # 900 x the gain 2.5
+    assert estimate.rate_of("resnet34", "cifar10", measured, packing, "full") == 900.0  # one run a GPU there
+    assert estimate.rate_of("vgg16", "imagenette2-160", measured, packing, "medium") == 500.0  # no packing gain
+    assert estimate.rate_of("alexnet", "cifar10", measured, packing, "medium") is None  # not measured: FLOPs
+    gpu.write_text(json.dumps({"device": "cpu", "quick": True, "throughput": rows}))
+    assert estimate.measured_rates(gpu) == ({}, {})

@@ -27,6 +27,12 @@ ENV = "LLBBENCH_SWEEP"  # internal: where the running sweep's ledger is; set by 
 COUNTED = ("completed", "skipped", "diverged", "stopped", "failed")
 
 
+# `make reproduce-medium`, in its order: each experiment at scale=medium with the overrides the target gives it
+# (the Makefile's recipe is checked against this in tests/test_medium.py; scripts/estimate_gpu_hours.py costs it)
+MEDIUM_PLAN = {"table2_cifar10": (), "ablation_llb": (), "ablation_ratio": (), "table3_batch": (), "table4_init": (),
+               "fig7_lr": (), "table2_imagenet": ("dataset=imagenette",)}  # fmt: skip
+
+
 def sweep_points(config: DictConfig, swept: list[str] | tuple[str, ...] = ()) -> list[list[str]] | None:
     """The overrides of every run the basic sweeper makes of the sweep's parameters and command-line overrides,
     and of `swept` (sweep overrides such as `optimizer=sgd,adam` that a composed config cannot hold; they win
