@@ -539,6 +539,10 @@ def check(cfg: DictConfig) -> DictConfig:
     _check_options(typed, values)
     if typed.fold is not None and typed.fold >= typed.cv.folds:
         raise ConfigError(f"fold={typed.fold} is out of range: use 0..{typed.cv.folds - 1} (cv.folds) or none")
+    if typed.saddle.snapshot_every > typed.saddle.steps:  # Fig. 8's plane needs a snapshot after the start
+        raise ConfigError(f"saddle.snapshot_every={typed.saddle.snapshot_every} is more than saddle.steps="
+                          f"{typed.saddle.steps}: no weights would be kept after the start; use at most "
+                          f"{typed.saddle.steps}")  # fmt: skip
     if typed.tuned:
         from .records.tuning import tuned_rate
 

@@ -114,6 +114,12 @@ CONFIG_CASES = [
     ("zero plateau window", ["+train.plateau={window: 0, min_drop: 0.1}"], "train.plateau.window=0 must be at least 1"),
     ("one fold", ["cv.folds=1"], "cv.folds=1 must be at least 2"),
     ("fold out of range", ["fold=7"], "fold=7 is out of range: use 0..4 (cv.folds) or none"),
+    (
+        "saddle snapshots past its steps",
+        ["experiment=fig8_saddle", "saddle.steps=3", "saddle.snapshot_every=5"],
+        "saddle.snapshot_every=5 is more than saddle.steps=3: no weights would be kept after the start; use at most 3",
+    ),
+    ("unknown class selection", ["dataset=imagenet", "dataset.classes=7"], "dataset.classes=7 has no fixed class list"),
     ("unknown optimizer", ["optimizer.name=nosuch"], "unknown optimizer 'nosuch'; valid names: adadelta, adagrad"),
     ("unknown preset", ["optimizer.preset=tf2"], "unknown preset 'tf2' for optimizer 'llb'; valid presets"),
     ("unknown network", ["model.name=nosuch"], "unknown model 'nosuch'; valid names: alexnet, googlenet"),
