@@ -53,3 +53,30 @@ def test_the_start_up_is_summed_and_the_wall_time_spans_first_start_to_last_end(
     assert table.loc["t2", "startup"] == 0.1 and table.loc["t2", "wall"] == 1.1  # 66 s, not the 126 s summed
     assert table.loc["all", "startup"] == 0.2 and table.loc["all", "wall"] == 3.1
     assert pd.isna(load_script().run_time(runs.drop(columns=["setup_seconds"])).loc["t2", "wall"])
+
+
+def test_the_study_time_of_several_sittings_leaves_out_the_pauses_and_the_gaps(tmp_path):
+    """scripts/study_time.py: a killed sitting ends at its last time stamp, an ended one at its `end` line; the
+    pauses inside a sitting are taken off, the time between sittings is not counted."""
+    import subprocess
+    import sys
+
+    first = tmp_path / "reproduce-small-1.log"
+    first.write_text("start 2026-12-02T10:00:00Z on 2 cores\n[2026-12-02 10:30:00,000][HYDRA] sweep of 4 runs\n"
+                     "run 1 of 4\n[2026-12-02 11:00:00,500][HYDRA] sweep done\nepoch 1/8\n")  # fmt: skip
+    second = tmp_path / "reproduce-small-2.log"
+    second.write_text("start 2026-12-02T14:00:00Z on 2 cores\n[2026-12-02 14:10:00,000][HYDRA] x\n"
+                      "wall 1800 s\nend 2026-12-02T14:30:00Z rc 0\n")  # fmt: skip
+    stops = tmp_path / "pauses.log"
+    stops.write_text(
+        "pause 2026-12-02T10:10:00Z\nresume 2026-12-02T10:20:00Z\ncontention ... (a comment)\n"
+        "pause 2026-12-02T12:00:00Z\nresume 2026-12-02T13:00:00Z\n"
+    )  # fmt: skip  (between sittings)
+    script = SCRIPT.parent / "study_time.py"
+    done = subprocess.run([sys.executable, str(script), str(second), str(first), "--pauses", str(stops)],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert "| reproduce-small-1.log | 2026-12-02 10:00:00 | 11:00:00 (killed; last stamp) | 1 h 00.0 min" in lines[2]
+    assert lines[2].endswith("| 0 h 10.0 min | 0 h 50.0 min |")
+    assert "14:30:00 (ended) | 0 h 30.0 min | 0 h 00.0 min | 0 h 30.0 min |" in lines[3]
+    assert lines[-1] == "wall time without the pauses, all sittings: 1 h 20.0 min (1.33 h)"
