@@ -35,8 +35,17 @@ MANIFEST = "manifest.json"
 
 
 def folder_of(options: dict[str, Any]) -> Path:
-    """Where the predecoded arrays of dataset `options` live."""
-    return Path(options.get("predecoded_dir") or Path(options["root"]) / ".predecoded")
+    """Where the predecoded arrays of dataset `options` live: `predecoded_dir`, else ROOT/.predecoded (of the
+    classes `dataset.classes` keeps: ROOT/.predecoded-classes100, or -classes-<hash of the names>, so that the
+    arrays of a subset and of the whole folder live side by side)."""
+    if options.get("predecoded_dir"):
+        return Path(options["predecoded_dir"])
+    chosen, tag = options.get("classes"), ""
+    if isinstance(chosen, int):
+        tag = f"-classes{chosen}"
+    elif chosen is not None:
+        tag = "-classes-" + hashlib.sha256(",".join(selection(chosen)).encode()).hexdigest()[:8]
+    return Path(options["root"]) / f".predecoded{tag}"
 
 
 def command(options: dict[str, Any]) -> str:

@@ -83,3 +83,18 @@ def test_missing_or_stale_arrays_name_the_command_that_makes_them(folder, make_c
 def test_prepare_data_refuses_cifar10(tmp_path):
     out = llbbench("prepare-data", "dataset=cifar10", f"dataset.root={tmp_path}")
     assert out.returncode == 2 and "prepare-data is for image folders" in out.stderr
+
+
+def test_the_arrays_of_a_class_subset_live_beside_those_of_the_whole_folder(folder):
+    prepare(folder)
+    out = llbbench("prepare-data", "dataset=imagefolder", f"dataset.root={folder}", "dataset.num_workers=0",
+                   "dataset.resize=36", "dataset.crop=32", "dataset.classes=[dog,cat]")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    subset = next(folder.glob(".predecoded-classes-*"))
+    assert f"predecoded arrays written: {subset}" in out.stdout
+    options = {"name": "imagefolder", "root": str(folder), "train_split": "train", "test_split": "val",
+               "resize": 36, "crop": 32, "num_workers": 0, "mean": [0.5] * 3, "std": [0.25] * 3,
+               "format": "predecoded"}  # fmt: skip
+    whole = data.build(options, device=torch.device("cpu"))
+    some = data.build({**options, "classes": ["cat", "dog"]}, device=torch.device("cpu"))
+    assert (whole.num_classes, some.num_classes) == (3, 2) and len(some.train) == 12 and len(whole.train) == 18
