@@ -20,6 +20,11 @@ run: $(STAMP)  ## the quick-start job and its report; extra overrides: make run 
 EXPERIMENTS := table2_cifar10 table2_imagenet table3_batch table4_init fig7_lr
 
 SMALL := scale=small results_dir=results/small
+# the fastest setting scripts/bench_parallel.py measured here (results/bench/parallel.json): two runs at once, one
+# thread each; override with SMALL_LAUNCH= (one run at a time, torch's threads)
+SMALL_LAUNCH ?= hydra/launcher=cores train.threads=1
+# the stand-in GoogLeNet and ResNet-152 (about ten times an AlexNet run here) on fold 0 only, to fit the 4 h
+STANDIN_BIG_FOLDS ?= fold=0
 
 # A sweep with a failed run exits 1 after finishing its other runs: the next experiments still run and the report
 # is written, then the target fails. A bad input that every run shares (exit 2) stops it at once.
@@ -29,14 +34,16 @@ SMALL := scale=small results_dir=results/small
 reproduce-small: $(STAMP)  ## every experiment at scale=small on CIFAR-10, tuning included, then the report (resumable; about 4 h on 2 cores)
 	@start=$$(date +%s); failed=0; \
 	step() { "$$@"; rc=$$?; if [ $$rc -eq 2 ]; then exit 2; elif [ $$rc -ne 0 ]; then failed=1; fi; return $$rc; }; \
-	step $(BIN)/llbbench tune experiment=table2_cifar10 $(SMALL) $(ARGS); tuned=$$?; \
-	step $(BIN)/llbbench run -m experiment=table2_cifar10 $(SMALL) $(ARGS); \
-	if [ $$tuned -eq 0 ]; then step $(BIN)/llbbench run -m experiment=table2_cifar10 tuned=true $(SMALL) $(ARGS); fi; \
-	step $(BIN)/llbbench run -m experiment=ablation_llb $(SMALL) $(ARGS); \
-	step $(BIN)/llbbench run -m experiment=ablation_ratio $(SMALL) $(ARGS); \
-	for e in table3_batch table4_init fig7_lr table2_imagenet; do \
-		step $(BIN)/llbbench run -m experiment=$$e $(SMALL) $(ARGS); \
+	step $(BIN)/llbbench tune experiment=table2_cifar10 $(SMALL) $(SMALL_LAUNCH) $(ARGS); tuned=$$?; \
+	step $(BIN)/llbbench run -m experiment=table2_cifar10 $(SMALL) $(SMALL_LAUNCH) $(ARGS); \
+	if [ $$tuned -eq 0 ]; then step $(BIN)/llbbench run -m experiment=table2_cifar10 tuned=true $(SMALL) $(SMALL_LAUNCH) $(ARGS); fi; \
+	step $(BIN)/llbbench run -m experiment=ablation_llb $(SMALL) $(SMALL_LAUNCH) $(ARGS); \
+	step $(BIN)/llbbench run -m experiment=ablation_ratio $(SMALL) $(SMALL_LAUNCH) $(ARGS); \
+	for e in table3_batch table4_init fig7_lr; do \
+		step $(BIN)/llbbench run -m experiment=$$e $(SMALL) $(SMALL_LAUNCH) $(ARGS); \
 	done; \
+	step $(BIN)/llbbench run -m experiment=table2_imagenet model=alexnet,vgg16 $(SMALL) $(SMALL_LAUNCH) $(ARGS); \
+	step $(BIN)/llbbench run -m experiment=table2_imagenet model=googlenet,resnet152 $(STANDIN_BIG_FOLDS) $(SMALL) $(SMALL_LAUNCH) $(ARGS); \
 	step $(BIN)/llbbench saddle experiment=fig8_saddle $(SMALL); \
 	$(BIN)/llbbench report results/small && echo "reproduce-small: done in $$(( ($$(date +%s) - start) / 60 )) min"; \
 	exit $$failed

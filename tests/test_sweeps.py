@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -94,10 +96,10 @@ def test_an_experiment_holds_its_own_sweep(cifar_root, tmp_path):
         # the paper's grids at five folds; Tables 3-4 with their SGD controls; the ablation on both networks
         ("full", {"table2_cifar10": 120, "table2_imagenet": 240, "table3_batch": 300, "table4_init": 240,
                   "fig7_lr": 30, "ablation_llb": 200}),
-        # conf/scale/small.yaml: three folds; the stand-in Table 2 on fold 0; three networks in Tables 3-4 and
-        # Fig. 7; the ablation on ResNet-34
-        ("small", {"table2_cifar10": 72, "table2_imagenet": 48, "table3_batch": 90, "table4_init": 72,
-                   "fig7_lr": 15, "ablation_llb": 60}),
+        # conf/scale/small.yaml: five folds too; three networks in Tables 3-4 and Fig. 7 (fold 0); the ablation on
+        # ResNet-34 (make reproduce-small runs the stand-in GoogLeNet and ResNet-152 on fold 0 only)
+        ("small", {"table2_cifar10": 120, "table2_imagenet": 240, "table3_batch": 150, "table4_init": 120,
+                   "fig7_lr": 15, "ablation_llb": 100}),
     ],
 )  # fmt: skip
 def test_the_paper_grids_have_the_papers_sizes(scale, sizes):
@@ -105,6 +107,30 @@ def test_the_paper_grids_have_the_papers_sizes(scale, sizes):
     from llbbench.config import compose
 
     assert {name: sweep_size(compose([f"experiment={name}", f"scale={scale}"], hydra=True)) for name in sizes} == sizes
+
+
+def test_reproduce_small_runs_every_stand_in_network_and_the_cheap_ones_on_every_fold():
+    """`make reproduce-small`'s stand-in Table 2 (its two steps, as make expands them): AlexNet and VGG-16 on the five
+    folds, so that their comparisons are paired; GoogLeNet and ResNet-152 on fold 0 (their cost); 12 optimizers each."""
+    from llbbench.commands.sweeps import sweep_points
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = subprocess.run(["make", "-n", "reproduce-small"], cwd=root, capture_output=True, text=True, check=True)
+    steps = re.findall(r"llbbench run -m experiment=table2_imagenet ([^;]*)", recipe.stdout)
+    assert len(steps) == 2, recipe.stdout
+    sweep = config.compose(["experiment=table2_imagenet", "scale=small"], hydra=True)
+    folds = {}
+    for step in steps:
+        swept = [w for w in step.split() if w.split("=")[0] in ("model", "fold", "optimizer", "scale")]
+        assert "hydra/launcher=cores" in step.split() and "train.threads=1" in step.split(), step
+        for point in sweep_points(sweep, swept):
+            run = dict(o.split("=", 1) for o in point)
+            folds.setdefault(run["model"], {}).setdefault(run["optimizer"], set()).add(int(run["fold"]))
+    assert set(folds) == {"alexnet", "vgg16", "googlenet", "resnet152"}
+    for model, by_optimizer in folds.items():
+        assert len(by_optimizer) == 12, model
+        expected = {0} if model in ("googlenet", "resnet152") else set(range(5))
+        assert all(f == expected for f in by_optimizer.values()), (model, by_optimizer)
 
 
 def test_the_cores_launcher_runs_cores_over_threads_at_once(monkeypatch):
