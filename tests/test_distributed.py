@@ -62,7 +62,7 @@ def test_two_processes_train_one_run_to_the_weights_of_one_process(cifar_root, t
     assert one.returncode == 0, one.stderr
     two = torchrun("run", *BASE, f"results_dir={tmp_path / 'two'}", data=cifar_root)
     assert two.returncode == 0, two.stdout + two.stderr
-    assert "rank 1: run completed" in two.stdout and "\nrun completed" in "\n" + two.stdout
+    assert "rank 1: run completed" in two.stdout and "\nrun completed" in "\n" + two.stdout, two.stdout + two.stderr
 
     (single,) = run_dirs(tmp_path / "one")
     (shared,) = run_dirs(tmp_path / "two")  # one directory for the run, written by rank 0 alone
@@ -81,7 +81,8 @@ def test_two_processes_train_one_run_to_the_weights_of_one_process(cifar_root, t
     before = (shared / "summary.json").read_text()
     again = torchrun("run", *BASE, f"results_dir={tmp_path / 'two'}", data=cifar_root)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "rank 1: run skipped" in again.stdout and "\nrun skipped" in "\n" + again.stdout
+    # (the output is shown when this fails: it has been seen to fail now and then, cause not yet known)
+    assert "rank 1: run skipped" in again.stdout and "\nrun skipped" in "\n" + again.stdout, again.stdout + again.stderr
     assert "train loss" not in again.stdout  # no rank trained an epoch
     assert (shared / "summary.json").read_text() == before
 
