@@ -115,6 +115,12 @@ def run(argv: list[str]) -> int:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         hydra.main(version_base="1.3", config_path=config.SEARCH_PATH, config_name=config.CONFIG_NAME)(_run)()
+    except SystemExit as e:  # Hydra's --help exits; its list of groups shows llbbench's own options only
+        added = config.added_group_options() if not e.code and any(a in ("-h", "--help") for a in argv) else {}
+        if added:
+            print("\n== Options that your config folders and plug-ins add ==")
+            print("\n".join(f"{group}: {', '.join(options)}" for group, options in added.items()))
+        raise
     except KeyboardInterrupt as e:
         print(f"llbbench run: {e or 'interrupted: run the same command to go on'}", file=sys.stderr)
         return 130

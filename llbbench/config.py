@@ -68,6 +68,37 @@ def _plugin_configs() -> tuple[str, ...]:
     return tuple(f"pkg://{entry.value}" for entry in metadata.entry_points(group=CONFIG_ENTRY_POINTS))
 
 
+def _group_options(root: Any, prefix: str = "") -> set[tuple[str, str]]:
+    """(group, option) of every YAML file in a config folder's groups (a folder path or a package's resources)."""
+    found = set()
+    for child in root.iterdir():
+        if child.is_dir() and not child.name.startswith(("_", ".")):
+            found |= _group_options(child, f"{prefix}{child.name}/")
+        elif prefix and child.name.endswith((".yaml", ".yml")):
+            found.add((prefix[:-1], child.name.rsplit(".", 1)[0]))
+    return found
+
+
+def added_group_options() -> dict[str, list[str]]:
+    """The options, by group, that the user's config folders and the installed plug-ins add to llbbench's own.
+    (Hydra's help lists the groups of the search path it started with: llbbench's alone.)"""
+    from importlib import resources
+
+    own = _group_options(resources.files(CONFIG_PACKAGE))
+    added: set[tuple[str, str]] = set()
+    for entry in search_path():
+        scheme, _, where = entry.partition("://")
+        try:
+            root = Path(where) if scheme == "file" else resources.files(where)
+            added |= _group_options(root)
+        except (ImportError, OSError, TypeError):  # a plug-in that cannot load says so when a run uses it
+            continue
+    by_group: dict[str, list[str]] = {}
+    for group, option in sorted(added - own):
+        by_group.setdefault(group, []).append(option)
+    return by_group
+
+
 def with_search_path(overrides: list[str] | tuple[str, ...]) -> list[str]:
     """`overrides` with `hydra.searchpath` extended by `search_path()` (after any folders the overrides name)."""
     extra = search_path()

@@ -245,6 +245,21 @@ def test_a_config_folder_that_is_not_there_gets_one_line(tmp_path):
     assert llbbench("tune", "--config-dir").stderr.strip().endswith("--config-dir needs a folder: --config-dir DIR")
 
 
+def test_run_help_lists_the_options_a_config_folder_adds(tmp_path):
+    """Hydra's --help lists the groups of llbbench's own configs; what --config-dir adds follows it, and options
+    it only repeats (a folder's own copy of a built-in name) are not listed twice."""
+    (tmp_path / "optimizer").mkdir()
+    (tmp_path / "optimizer" / "mine.yaml").write_text("name: sgd\n")
+    (tmp_path / "optimizer" / "adam.yaml").write_text("name: adam\n")
+    (tmp_path / "hydra" / "launcher").mkdir(parents=True)
+    (tmp_path / "hydra" / "launcher" / "big.yaml").write_text("n_jobs: 8\n")
+    done = llbbench("run", "--help", "--config-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    added = done.stdout.split("== Options that your config folders and plug-ins add ==\n")[1].splitlines()
+    assert added == ["hydra/launcher: big", "optimizer: mine"]
+    assert "Options that your config folders" not in llbbench("run", "--help").stdout
+
+
 def test_fig8_analytic_saddles_run_the_paper_optimizers_only():
     from llbbench.commands.saddle import analytic
 
