@@ -36,14 +36,16 @@ def test_the_lowest_loss_wins_diverged_counts_as_infinite_and_ties_go_to_the_sma
 def _fake_launch(loss_of_rate, calls):
     """Stands in for `llbbench run -m`: writes each run's summary with a validation loss that depends on its rate."""
 
-    def launch(entry, rates, hydra_overrides):
-        calls.append((entry.optimizer, list(rates)))
-        for rate in rates:
-            path = tuning.run_dir(entry.rate_overrides(rate))
-            path.mkdir(parents=True, exist_ok=True)
-            loss = loss_of_rate(rate)
-            status = "diverged" if loss is None else "completed"
-            RunDir(path).write_summary({**dict.fromkeys(SUMMARY_KEYS), "status": status, "final": {"val_loss": loss}})
+    def launch(work, hydra_overrides, written_is_configured):
+        for entry, rates in work:
+            calls.append((entry.optimizer, list(rates)))
+            for rate in rates:
+                path = tuning.run_dir(entry.rate_overrides(rate))
+                path.mkdir(parents=True, exist_ok=True)
+                loss = loss_of_rate(rate) if callable(loss_of_rate) else loss_of_rate[entry.optimizer](rate)
+                status = "diverged" if loss is None else "completed"
+                summary = {**dict.fromkeys(SUMMARY_KEYS), "status": status, "final": {"val_loss": loss}}
+                RunDir(path).write_summary(summary)
 
     return launch
 
@@ -94,8 +96,8 @@ def test_llb_sgds_grid_reaches_above_sgds_best_rate(cifar_root, tmp_path, monkey
     """SGD is best at 1.0, the top of both grids (0.01-1), and extends on its edge; LLb-SGD is best at 0.1, inside
     its grid, which grows anyway until it holds a rate above SGD's best (its rates only fall from α0)."""
     best_at = {"sgd": 1.0, "llb": 0.1}
-    launchers = {name: _fake_launch(lambda r, b=b: abs(math.log10(r / b)), []) for name, b in best_at.items()}
-    monkeypatch.setattr(tuning, "launch", lambda entry, *args: launchers[entry.optimizer](entry, *args))
+    losses = {name: (lambda r, b=b: abs(math.log10(r / b))) for name, b in best_at.items()}
+    monkeypatch.setattr(tuning, "launch", _fake_launch(losses, []))
     overrides = [*TINY, "optimizer=sgd,llb", f"dataset.root={cifar_root}", f"results_dir={tmp_path}"]
     sgd, llb = json.loads(tuning.tune(overrides).read_text())
     assert sgd["winner"] == pytest.approx(1.0) and sgd["grid"][-1] > 1.0
@@ -115,13 +117,46 @@ def test_the_configured_rate_is_the_one_shot_run_also_when_the_preset_sets_it(ci
     assert tuning.run_dir(entry.rate_overrides(entry.grid[1])) != one_shot
 
 
+def test_the_tuning_runs_go_in_few_sweeps_that_make_exactly_the_grids_runs(cifar_root, tmp_path):
+    """`plan`: the entries that differ only in their optimizer and share a grid train in one sweep, the configured
+    rate written out (the same run as without it); Adadelta's configured run (its preset's rate) without an lr
+    override. The sweeps' runs, expanded as `llbbench run -m` expands them, are the grids' runs, each once."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from llbbench import config
+    from llbbench.commands.sweeps import sweep_points
+
+    overrides = [*TINY, "optimizer=sgd,nag,adam,adadelta", f"dataset.root={cifar_root}", f"results_dir={tmp_path}"]
+    entries, _ = tuning.candidates(overrides)
+    work = [(entry, entry.grid) for entry in entries]
+
+    def written_is_configured(entry):
+        return tuning.run_dir([*entry.overrides, f"optimizer.lr={entry.configured!r}"]) == tuning.run_dir(
+            entry.overrides
+        )
+
+    sweeps = tuning.plan(work, written_is_configured)
+    assert [what for _, what in sweeps] == ["smallcnn × sgd, nag", "smallcnn × adam", "smallcnn × adadelta",
+                                            "smallcnn × adadelta"]  # fmt: skip
+    made = []
+    for sweep, _ in sweeps:
+        parsed = OverridesParser.create().parse_overrides(sweep)
+        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        swept = [o.input_line for o in parsed if o.is_sweep_override()]
+        points = sweep_points(config.compose(fixed, hydra=True), swept)
+        made += [tuning.run_dir(point) for point in points]
+    wanted = [tuning.run_dir(entry.rate_overrides(rate)) for entry, rates in work for rate in rates]
+    assert len(made) == len(set(made)) == len(wanted) == 20 and set(made) == set(wanted)
+
+
 def test_a_failed_tuning_run_stops_the_tuning_with_its_error(cifar_root, tmp_path, monkeypatch):
-    def launch(entry, rates, hydra_overrides):
-        for rate in rates:
-            path = tuning.run_dir(entry.rate_overrides(rate))
-            path.mkdir(parents=True, exist_ok=True)
-            summary = {**dict.fromkeys(SUMMARY_KEYS), "status": "failed", "error": {"message": "out of memory"}}
-            RunDir(path).write_summary(summary)
+    def launch(work, *_):
+        for entry, rates in work:
+            for rate in rates:
+                path = tuning.run_dir(entry.rate_overrides(rate))
+                path.mkdir(parents=True, exist_ok=True)
+                summary = {**dict.fromkeys(SUMMARY_KEYS), "status": "failed", "error": {"message": "out of memory"}}
+                RunDir(path).write_summary(summary)
 
     monkeypatch.setattr(tuning, "launch", launch)
     with pytest.raises(ValueError, match=r"tuning run .* failed \(out of memory\); fix the cause"):

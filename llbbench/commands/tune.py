@@ -7,7 +7,8 @@ stops the tuning with its error; ties go to the smaller rate). A winner on an ed
 rate on that side, at most `tune.max_extend` times; LLb-SGD's grid also grows until it reaches above SGD's best
 rate on the same network (its rates only fall from α0, so α0 must be able to exceed SGD's). Tuning runs are
 ordinary runs of the experiment (same directory, content-addressed, resumable), launched by `llbbench run -m`
-with any `hydra/launcher`. The result is
+with any `hydra/launcher`: a round's rates of every entry that differs from another only in its optimizer and
+shares its grid in one sweep (the paper's Table 2: five sweeps a network, not two an entry). The result is
 `<results_dir>/<experiment_name>/tuning.json`; `llbbench run -m experiment=NAME tuned=true` then runs the grid at
 the winners, on every fold, and finds the tuning fold's winning run already done.
 """
@@ -143,18 +144,42 @@ def outcome(path: Path) -> float | str | None:
     return None if loss is None or not math.isfinite(loss) else float(loss)
 
 
-def launch(entry: Tuned, rates: list[float], hydra_overrides: list[str]) -> None:
-    """Train `rates` of `entry` as a sweep of `llbbench run -m` (any launcher), in a child process; the
-    configured rate, which takes no override, in a sweep of its own."""
-    others = [rate for rate in rates if rate != entry.configured]
-    sweeps = [[f"optimizer.lr={','.join(repr(r) for r in others)}"]] if others else []
-    if len(others) < len(rates):
-        sweeps.append([])
-    for extra in sweeps:
-        command = [sys.executable, "-m", "llbbench", "run", "-m", *entry.overrides, *extra, *hydra_overrides]
+def plan(work: list[tuple[Tuned, list[float]]], written_is_configured: Any) -> list[tuple[list[str], str]]:
+    """The sweeps of `llbbench run -m` that train `work` ((entry, rates) pairs), as few as can be: each entry's rates
+    in one sweep, its configured rate written out when `written_is_configured(entry)` says that names the same run
+    (else that run, which takes no override, apart: a rate left to the optimizer's preset); and entries that
+    differ only in `optimizer=` and train the same rates in one sweep, so that a launcher that runs several at once
+    stays busy. Each sweep: (its overrides, what it tunes)."""
+    groups: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[float, ...]], list[Tuned]] = {}
+    sweeps: list[tuple[list[str], str]] = []
+    for entry, rates in work:
+        written = [rate for rate in rates if rate != entry.configured or written_is_configured(entry)]
+        parts = ([tuple(written)] if written else []) + ([()] if len(written) < len(rates) else [])  # (): no lr
+        chosen = [i for i, o in enumerate(entry.overrides) if o.startswith("optimizer=")]
+        for part in parts:
+            if len(chosen) == 1:
+                i = chosen[0]
+                groups.setdefault((tuple(entry.overrides[:i]), tuple(entry.overrides[i + 1 :]), part), []).append(entry)
+            else:
+                lr = [f"optimizer.lr={','.join(repr(r) for r in part)}"] if part else []
+                sweeps.append(([*entry.overrides, *lr], f"{entry.network} × {entry.optimizer}"))
+    grouped = []
+    for (before, after, rates), members in groups.items():
+        names = ",".join(m.overrides[len(before)].split("=", 1)[1] for m in members)
+        lr = [f"optimizer.lr={','.join(repr(r) for r in rates)}"] if rates else []
+        what = f"{members[0].network} × {', '.join(m.optimizer for m in members)}"
+        grouped.append(([*before, f"optimizer={names}", *after, *lr], what))
+    return grouped + sweeps
+
+
+def launch(work: list[tuple[Tuned, list[float]]], hydra_overrides: list[str], written_is_configured: Any) -> None:
+    """Train every (entry, rates) of `work` in the sweeps of `plan`, each a `llbbench run -m` (any launcher) in a
+    child process."""
+    for overrides, what in plan(work, written_is_configured):
+        command = [sys.executable, "-m", "llbbench", "run", "-m", *overrides, *hydra_overrides]
         done = subprocess.run(command, check=False)
         if done.returncode == 2:  # bad input: the run command said why
-            raise ValueError(f"the tuning sweep of {entry.network} × {entry.optimizer} could not start (see above)")
+            raise ValueError(f"the tuning sweep of {what} could not start (see above)")
 
 
 def _grow(entries: list[Tuned], limit: int) -> bool:
@@ -197,13 +222,21 @@ def tune(overrides: list[str]) -> Path:
             dirs[tuple(overrides)] = run_dir(overrides, hydra_overrides)
         return dirs[tuple(overrides)]
 
+    def written_is_configured(entry: Tuned) -> bool:  # the configured rate written out names the one-shot run
+        return dir_of([*entry.overrides, f"optimizer.lr={entry.configured!r}"]) == dir_of(entry.overrides)
+
     while True:
+        work = []
         for entry in entries:
             paths = [dir_of(entry.rate_overrides(rate)) for rate in entry.grid]
             pending = [rate for rate, path in zip(entry.grid, paths, strict=True) if outcome(path) == "pending"]
             if pending:
                 print(f"tune: {entry.network} × {entry.optimizer}: rates {', '.join(f'{r:.4g}' for r in pending)}")
-                launch(entry, pending, hydra_overrides)
+                work.append((entry, pending))
+        if work:
+            launch(work, hydra_overrides, written_is_configured)
+        for entry in entries:
+            paths = [dir_of(entry.rate_overrides(rate)) for rate in entry.grid]
             results = [outcome(path) for path in paths]
             if "pending" in results:
                 missing = paths[results.index("pending")]
