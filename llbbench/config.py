@@ -82,14 +82,12 @@ def _group_options(root: Any, prefix: str = "") -> set[tuple[str, str]]:
 def added_group_options() -> dict[str, list[str]]:
     """The options, by group, that the user's config folders and the installed plug-ins add to llbbench's own.
     (Hydra's help lists the groups of the search path it started with: llbbench's alone.)"""
-    from importlib import resources
-
-    own = _group_options(resources.files(CONFIG_PACKAGE))
+    own = _group_options(config_dir())
     added: set[tuple[str, str]] = set()
     for entry in search_path():
         scheme, _, where = entry.partition("://")
         try:
-            root = Path(where) if scheme == "file" else resources.files(where)
+            root = Path(where) if scheme == "file" else importlib.resources.files(where)
             added |= _group_options(root)
         except (ImportError, OSError, TypeError):  # a plug-in that cannot load says so when a run uses it
             continue

@@ -144,6 +144,12 @@ def outcome(path: Path) -> float | str | None:
     return None if loss is None or not math.isfinite(loss) else float(loss)
 
 
+def writes_configured(entry: Tuned, dir_of: Any = run_dir) -> bool:
+    """Whether `entry`'s configured rate written out (`optimizer.lr=...`) names its one-shot run, the run without
+    the override (not so where the optimizer's YAML leaves the rate to its preset)."""
+    return dir_of([*entry.overrides, f"optimizer.lr={entry.configured!r}"]) == dir_of(entry.overrides)
+
+
 def plan(work: list[tuple[Tuned, list[float]]], written_is_configured: Any) -> list[tuple[list[str], str]]:
     """The sweeps of `llbbench run -m` that train `work` ((entry, rates) pairs), as few as can be: each entry's rates
     in one sweep, its configured rate written out when `written_is_configured(entry)` says that names the same run
@@ -222,9 +228,6 @@ def tune(overrides: list[str]) -> Path:
             dirs[tuple(overrides)] = run_dir(overrides, hydra_overrides)
         return dirs[tuple(overrides)]
 
-    def written_is_configured(entry: Tuned) -> bool:  # the configured rate written out names the one-shot run
-        return dir_of([*entry.overrides, f"optimizer.lr={entry.configured!r}"]) == dir_of(entry.overrides)
-
     while True:
         work = []
         for entry in entries:
@@ -234,7 +237,7 @@ def tune(overrides: list[str]) -> Path:
                 print(f"tune: {entry.network} × {entry.optimizer}: rates {', '.join(f'{r:.4g}' for r in pending)}")
                 work.append((entry, pending))
         if work:
-            launch(work, hydra_overrides, written_is_configured)
+            launch(work, hydra_overrides, lambda entry: writes_configured(entry, dir_of))
         for entry in entries:
             paths = [dir_of(entry.rate_overrides(rate)) for rate in entry.grid]
             results = [outcome(path) for path in paths]
