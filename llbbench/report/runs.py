@@ -76,7 +76,22 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[pd.DataFrame, dict[str, str]
     runs = pd.DataFrame(rows)
     tunings = load_tunings(runs)
     runs["protocol"] = [protocol(row, tunings.get(str(Path(row.path).parent), [])) for row in runs.itertuples()]
-    return runs, unreadable
+    return _one_shot_once(runs), unreadable
+
+
+def _one_shot_once(runs: pd.DataFrame) -> pd.DataFrame:
+    """Where an experiment holds, for one network × optimizer, runs at the rate left to the optimizer's preset (lr
+    null) and runs at the configured rate written out (a tuned winner at the configured rate, where the optimizer's
+    YAML leaves the rate to its preset: the same rate under another run identity), only the former are one-shot;
+    the latter are the tuned runs. Else one cell would count both sets, twice its folds."""
+    folder = runs["path"].map(lambda p: str(Path(p).parent))
+    preset = runs["lr"].isna() & (runs["protocol"] == ONE_SHOT)
+    with_preset = set(zip(folder[preset], runs["model"][preset], runs["optimizer"][preset], strict=True))
+    keys = zip(folder, runs["model"], runs["optimizer"], strict=True)
+    same_cell = pd.Series([key in with_preset for key in keys], index=runs.index)
+    written = same_cell & runs["lr"].notna() & (runs["protocol"] == BOTH)
+    runs.loc[written, "protocol"] = TUNED
+    return runs
 
 
 def one_shot(runs: pd.DataFrame) -> pd.DataFrame:
