@@ -78,3 +78,24 @@ def test_the_committed_small_scale_study_meets_its_design(tmp_path):
     for path in (SMALL / "report").iterdir():
         if path.suffix in (".md", ".csv", ".tex", ".json"):
             assert (again / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_the_committed_study_has_the_designs_folds_and_a_paired_stand_in_table2():
+    """Every committed run was made at conf/scale/small.yaml's cv.folds (five), and the stand-in Table 2's AlexNet
+    and VGG-16, run on every fold, have paired comparisons (n = 5, an interval) in claim 3: every rival's but
+    ESGD's, which diverged on some fold and is decided by its divergences."""
+    files = committed("results/small")
+    if not any(p.name == "claims.json" for p in files):
+        pytest.skip("results/small has no committed report yet (make reproduce-small, then commit it)")
+    folds = yaml.safe_load((ROOT / "conf" / "scale" / "small.yaml").read_text())["cv"]["folds"]
+    assert folds == 5
+    configs = [p for p in files if p.name == "config.yaml"]
+    assert configs
+    wrong = [str(p.relative_to(SMALL)) for p in configs if (yaml.safe_load(p.read_text())["cv"]["folds"]) != folds]
+    assert not wrong, wrong[:5]
+    claims = {c["id"]: c for c in json.loads((SMALL / "report" / "claims.json").read_text())}
+    for network in ("alexnet", "vgg16"):
+        row = claims[3]["rows"][network]
+        paired = {k: v["difference"] for k, v in row.items() if isinstance(v, dict) and "decided_by" not in v}
+        assert len(paired) == 2 * 7, (network, sorted(paired))  # train and test loss of the 7 rivals but ESGD
+        assert all(p["n"] == folds and None not in (p["low"], p["high"]) for p in paired.values()), network
