@@ -148,6 +148,7 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     if runs.empty:
         raise FileNotFoundError(f"no readable run directories (with summary.json) under {', '.join(map(str, roots))}")
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_files(out)
     groups = group_runs(runs)
     # the paper's protocol (configured rates), one setting per group: a group whose runs differ in more than
     # what it varies gets one table per setting, and its claims and figures read the setting with the most runs
@@ -155,8 +156,7 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
     scale_note = f"scale: {', '.join(sorted(set(runs['scale'].astype(str))))}"
 
     written_tables = tables.all_tables(groups, load_tunings(runs))
-    for table in written_tables:
-        table.write(out, formats)
+    written = [path for table in written_tables for path in table.write(out, formats)]
     curves = epoch_curves(paper["table2"])
     measured = load_saddle(roots)
     drawn = {
@@ -169,13 +169,36 @@ def build_report(roots: Iterable[str | Path], out: str | Path | None = None, for
         drawn["Ablation"] = figures.ablation_rates(paper["ablation"], out, scale_note)
     claim_list = claims.all_claims(paper, measured)
     header = "\n".join([*describe(runs, unreadable), *_setting_lines(groups)])
-    _write_claims(out, header, claim_list, claims.yours(paper["table2"]))
+    written += _write_claims(out, header, claim_list, claims.yours(paper["table2"]))
     (out / "report.md").write_text(_index(header, written_tables, drawn, claim_list))
+    written += [out / "report.md", *(path for paths in drawn.values() for path in paths)]
+    _forget_earlier(out, earlier, {path.name for path in written})
     return out
 
 
-def _write_claims(out: Path, header: str, claim_list: list, added: dict) -> None:
-    """claims.md and claims.json; with optimizers a user added, their section (and yours.json)."""
+MANIFEST = ".llbbench-report.json"  # the files the last report wrote into its folder
+
+
+def _earlier_files(out: Path) -> set[str]:
+    """The names of the files an earlier report wrote into `out` (its manifest; none without one)."""
+    try:
+        names = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n == Path(n).name} if isinstance(names, list) else set()
+
+
+def _forget_earlier(out: Path, earlier: set[str], written: set[str]) -> None:
+    """Remove the files an earlier report wrote that this one did not (a table split by a setting that is gone,
+    a figure with no runs now), so that the folder holds this report alone; nothing else in it is touched. Then
+    record what this one wrote."""
+    for name in sorted(earlier - written):
+        (out / name).unlink(missing_ok=True)
+    (out / MANIFEST).write_text(json.dumps(sorted(written), indent=0) + "\n")
+
+
+def _write_claims(out: Path, header: str, claim_list: list, added: dict) -> list[Path]:
+    """claims.md and claims.json; with optimizers a user added, their section (and yours.json). The files written."""
     from . import claims
 
     mine = "\n" + claims.yours_markdown(added) if added else ""
@@ -184,6 +207,7 @@ def _write_claims(out: Path, header: str, claim_list: list, added: dict) -> None
     (out / "claims.json").write_text(json.dumps([c.as_dict() for c in claim_list], indent=1, allow_nan=False) + "\n")
     if added:
         (out / "yours.json").write_text(json.dumps(claims.yours_dict(added), indent=1, allow_nan=False) + "\n")
+    return [out / name for name in ("claims.md", "claims.json", *(("yours.json",) if added else ()))]
 
 
 def _index(header: str, written_tables: list, drawn: dict[str, list[Path]], claim_list: list) -> str:

@@ -408,3 +408,21 @@ def test_a_winner_at_a_preset_rate_written_out_is_the_tuned_run_and_the_table_is
     assert "| resnet50 | train loss | 1.200 ± 0.000 | **1.100 ± 0.000** |" in one_shot
     tuned = (report / "table2_tuned.md").read_text()
     assert "| resnet50 | train loss | 1.200 ± 0.000 | **0.700 ± 0.000** |" in tuned
+
+
+def test_a_report_written_again_removes_what_it_no_longer_writes_and_nothing_else(tmp_path):
+    """A table split by a setting that is gone must not stay beside the new report; a file of the user's stays."""
+    root = tmp_path / "results"
+    odd = [write_run(root, "table2_cifar10", "resnet34", "sgd", fold, [2.0, 1.0], 1.5, lr=0.3) for fold in (0, 1)]
+    for fold in (0, 1):
+        write_run(root, "table2_cifar10", "resnet34", "sgd", fold, [2.0, 1.2], 1.5, lr=0.1)
+        write_run(root, "table2_cifar10", "resnet34", "llb", fold, [2.0, 1.1], 1.5, lr=0.1)
+    out = build_report([root], tmp_path / "r")
+    split = sorted(p.name for p in out.glob("table2_lr-*"))
+    assert split, "the two rates of SGD should split Table 2"
+    (out / "notes.md").write_text("mine")
+    for path in odd:
+        shutil.rmtree(path)
+    build_report([root], out)
+    assert not [name for name in split if (out / name).exists()]
+    assert (out / "notes.md").read_text() == "mine" and (out / "table2.md").exists() and (out / "claims.md").exists()
