@@ -266,7 +266,7 @@ def _tuned_lr(configured: Any, *, _root_: DictConfig) -> Any:
     from .records.tuning import tuned_rate
 
     try:
-        return tuned_rate(_root_)
+        return tuned_rate(_root_, configured)
     except Exception:
         return configured
 

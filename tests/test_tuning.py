@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from llbbench.commands import tune as tuning
+from llbbench.config import compose
 from llbbench.records.run import SUMMARY_KEYS, RunDir
 from llbbench.report import build_report
 from tests.conftest import llbbench
@@ -115,6 +116,21 @@ def test_the_configured_rate_is_the_one_shot_run_also_when_the_preset_sets_it(ci
     assert tuning.run_dir(entry.rate_overrides(1.0)) == one_shot
     assert tuning.run_dir([*entry.overrides, "optimizer.lr=1.0"]) != one_shot
     assert tuning.run_dir(entry.rate_overrides(entry.grid[1])) != one_shot
+
+
+@pytest.mark.parametrize("won", [1.0, 10**0.5])
+def test_a_tuned_run_at_a_preset_rate_that_won_is_the_one_shot_run(cifar_root, tmp_path, won):
+    """tuned=true where the preset's rate (Adadelta's 1.0) won: the run is the one-shot run itself (lr null, the
+    same directory; its folds are not trained twice); another winner is written out."""
+    overrides = [*TINY, "optimizer=adadelta", f"dataset.root={cifar_root}", f"results_dir={tmp_path}"]
+    (entry,), _ = tuning.candidates(overrides)
+    overrides.append("fold=1")
+    path = tmp_path / "quickstart" / "tuning.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps([{**entry.record(), "val_loss": [1.0] * len(entry.grid), "winner": won}]))
+    tuned = [*overrides, "tuned=true"]
+    assert compose(tuned).optimizer.lr == (None if won == 1.0 else pytest.approx(won))
+    assert (tuning.run_dir(tuned) == tuning.run_dir(overrides)) is (won == 1.0)
 
 
 def test_the_tuning_runs_go_in_few_sweeps_that_make_exactly_the_grids_runs(cifar_root, tmp_path):

@@ -64,16 +64,24 @@ def _tuning_problem(entry: Any) -> str | None:
     return None
 
 
-def tuned_rate(cfg: DictConfig) -> float:
+def tuned_rate(cfg: DictConfig, configured: Any = 0.0) -> float | None:
     """The winner in tuning.json for the network and optimizer of the run `cfg` (read key by key: this serves
-    the resolver of `optimizer.lr` itself)."""
+    the resolver of `optimizer.lr` itself, which passes the rate it would give untuned as `configured`); None
+    where the winner is the configured rate and the optimizer leaves its rate to its preset (`configured` None),
+    so that the tuned run is the one-shot run, not the same rate written out under another run identity."""
     optimizer = {"name": cfg.optimizer.name, "groups": OmegaConf.select(cfg, "optimizer.groups", default="layer")}
     variant = optimizer_variant(optimizer, {"schedule": OmegaConf.select(cfg, "train.schedule", default="constant")})
-    return winner(cfg.results_dir, cfg.experiment_name, cfg.model.name, variant)
+    entry = tuned_entry(cfg.results_dir, cfg.experiment_name, cfg.model.name, variant)
+    return None if configured is None and entry["winner"] == entry["configured"] else float(entry["winner"])
 
 
 def winner(results_dir: str | Path, experiment: str, network: str, optimizer: str) -> float:
     """The tuned rate of (network, optimizer) from the experiment's tuning.json; `ValueError` naming what is missing."""
+    return float(tuned_entry(results_dir, experiment, network, optimizer)["winner"])
+
+
+def tuned_entry(results_dir: str | Path, experiment: str, network: str, optimizer: str) -> dict[str, Any]:
+    """The tuning.json entry of (network, optimizer), with its winner; `ValueError` naming what is missing."""
     path = Path(results_dir) / experiment / TUNING_FILE
     if not path.exists():
         raise ValueError(
@@ -82,7 +90,7 @@ def winner(results_dir: str | Path, experiment: str, network: str, optimizer: st
     entries = read_tuning(path)
     for entry in entries:
         if entry["network"] == network and entry["optimizer"] == optimizer and entry.get("winner") is not None:
-            return float(entry["winner"])
+            return entry
     raise ValueError(
         f"tuned=true: {path} has no tuned rate for {network} × {optimizer}; run `llbbench tune "
         f"experiment={experiment}` with this sweep's overrides to add it"

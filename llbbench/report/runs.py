@@ -81,16 +81,16 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[pd.DataFrame, dict[str, str]
 
 def _one_shot_once(runs: pd.DataFrame) -> pd.DataFrame:
     """Where an experiment holds, for one network × optimizer, runs at the rate left to the optimizer's preset (lr
-    null) and runs at the configured rate written out (a tuned winner at the configured rate, where the optimizer's
-    YAML leaves the rate to its preset: the same rate under another run identity), only the former are one-shot;
-    the latter are the tuned runs. Else one cell would count both sets, twice its folds."""
+    null) and runs at the configured rate written out (e.g. tuned runs of a winner at the configured rate, made
+    before `tuned=true` gave lr null there: the same rate under another run identity), the written-out ones are
+    left out of the tables (counted as tuning runs): else one cell would count both sets, twice its folds."""
     folder = runs["path"].map(lambda p: str(Path(p).parent))
-    preset = runs["lr"].isna() & (runs["protocol"] == ONE_SHOT)
+    preset = runs["lr"].isna() & runs["protocol"].isin((ONE_SHOT, BOTH))
     with_preset = set(zip(folder[preset], runs["model"][preset], runs["optimizer"][preset], strict=True))
     keys = zip(folder, runs["model"], runs["optimizer"], strict=True)
     same_cell = pd.Series([key in with_preset for key in keys], index=runs.index)
-    written = same_cell & runs["lr"].notna() & (runs["protocol"] == BOTH)
-    runs.loc[written, "protocol"] = TUNED
+    written = same_cell & runs["lr"].notna() & runs["protocol"].isin((ONE_SHOT, BOTH))
+    runs.loc[written, "protocol"] = TUNING
     return runs
 
 
@@ -126,7 +126,8 @@ def protocol(run: Any, entries: list[dict[str, Any]]) -> str:
         return rate is not None and lr is not None and math.isclose(lr, rate, rel_tol=1e-9)
 
     configured = same(entry["configured"]) or lr is None  # the preset's rate is the configured one
-    tuned = same(entry.get("winner"))
+    # (a winner at the configured rate of an optimizer that leaves it to its preset: its tuned runs are lr null)
+    tuned = same(entry.get("winner")) or (lr is None and entry.get("winner") == entry["configured"])
     return BOTH if configured and tuned else TUNED if tuned else ONE_SHOT if configured else TUNING
 
 
