@@ -75,22 +75,24 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[pd.DataFrame, dict[str, str]
     ADDED_LABELS.update({k: str(v or k) for k, v in labels.items() if k not in OPTIMIZER_NAMES})
     runs = pd.DataFrame(rows)
     tunings = load_tunings(runs)
-    runs["protocol"] = [protocol(row, tunings.get(str(Path(row.path).parent), [])) for row in runs.itertuples()]
-    return _one_shot_once(runs), unreadable
+    entries = [tunings.get(str(Path(row.path).parent), []) for row in runs.itertuples()]
+    runs["protocol"] = [protocol(row, of) for row, of in zip(runs.itertuples(), entries, strict=True)]
+    written = [_configured_written_out(row, of) for row, of in zip(runs.itertuples(), entries, strict=True)]
+    return _one_shot_once(runs, pd.Series(written, index=runs.index, dtype=bool)), unreadable
 
 
-def _one_shot_once(runs: pd.DataFrame) -> pd.DataFrame:
+def _one_shot_once(runs: pd.DataFrame, written_out: pd.Series) -> pd.DataFrame:
     """Where an experiment holds, for one network × optimizer, runs at the rate left to the optimizer's preset (lr
     null) and runs at the configured rate written out (e.g. tuned runs of a winner at the configured rate, made
     before `tuned=true` gave lr null there: the same rate under another run identity), the written-out ones are
-    left out of the tables (counted as tuning runs): else one cell would count both sets, twice its folds."""
+    left out of the tables (counted as tuning runs): else one cell would count both sets, twice its folds.
+    `written_out`: which runs are at their tuning entry's configured rate, written out."""
     folder = runs["path"].map(lambda p: str(Path(p).parent))
     preset = runs["lr"].isna() & runs["protocol"].isin((ONE_SHOT, BOTH))
     with_preset = set(zip(folder[preset], runs["model"][preset], runs["optimizer"][preset], strict=True))
     keys = zip(folder, runs["model"], runs["optimizer"], strict=True)
     same_cell = pd.Series([key in with_preset for key in keys], index=runs.index)
-    written = same_cell & runs["lr"].notna() & runs["protocol"].isin((ONE_SHOT, BOTH))
-    runs.loc[written, "protocol"] = TUNING
+    runs.loc[same_cell & written_out, "protocol"] = TUNING
     return runs
 
 
@@ -114,13 +116,29 @@ def load_tunings(runs: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
+def _entry(run: Any, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """`run`'s tuning entry (its network and optimizer), if its experiment has one."""
+    return next((e for e in entries if e["network"] == run.model and e["optimizer"] == run.optimizer), None)
+
+
+def _lr(run: Any) -> float | None:
+    """`run`'s rate as written in its config; None (NaN in the table) where it was left to the preset."""
+    return None if run.lr is None or pd.isna(run.lr) else float(run.lr)
+
+
+def _configured_written_out(run: Any, entries: list[dict[str, Any]]) -> bool:
+    """Whether `run`'s rate is written out and is its tuning entry's configured rate."""
+    entry, lr = _entry(run, entries), _lr(run)
+    return entry is not None and lr is not None and math.isclose(lr, entry["configured"], rel_tol=1e-9)
+
+
 def protocol(run: Any, entries: list[dict[str, Any]]) -> str:
     """How `run`'s rate came about, from its experiment's tuning entries (ONE_SHOT without any)."""
-    entry = next((e for e in entries if e["network"] == run.model and e["optimizer"] == run.optimizer), None)
+    entry = _entry(run, entries)
     if entry is None:
         return ONE_SHOT
 
-    lr = None if run.lr is None or pd.isna(run.lr) else float(run.lr)  # None (NaN in the table): the preset's
+    lr = _lr(run)
 
     def same(rate: float | None) -> bool:
         return rate is not None and lr is not None and math.isclose(lr, rate, rel_tol=1e-9)

@@ -408,6 +408,19 @@ def test_a_winner_at_a_preset_rate_is_the_preset_runs_and_the_same_rate_written_
         assert "| resnet50 | train loss | 1.200 ± 0.000 | **1.100 ± 0.000** |" in (report / name).read_text(), name
 
 
+def test_untuned_runs_at_a_preset_rate_and_at_a_written_out_rate_are_both_shown(tmp_path):
+    """Without tuning.json, a rate written out is no duplicate of the preset's: both sets of runs are reported (in
+    tables of their own setting), none left out."""
+    root = tmp_path / "results"
+    for fold in (0, 1):
+        write_run(root, "table2_cifar10", "resnet34", "sgd", fold, [2.0, 1.2], 1.5, lr=0.1)
+        write_run(root, "table2_cifar10", "resnet34", "adadelta", fold, [2.0, 1.1], 1.3, lr=None)
+        write_run(root, "table2_cifar10", "resnet34", "adadelta", fold, [2.0, 0.7], 1.3, lr=0.5)
+    report = build_report([root], tmp_path / "r")
+    shown = "".join(p.read_text() for p in report.glob("table2*.md"))
+    assert "1.100 ± 0.000" in shown and "0.700 ± 0.000" in shown
+
+
 def test_a_report_written_again_removes_what_it_no_longer_writes_and_nothing_else(tmp_path):
     """A table split by a setting that is gone must not stay beside the new report; a file of the user's stays."""
     root = tmp_path / "results"
