@@ -126,10 +126,15 @@ def _lr(run: Any) -> float | None:
     return None if run.lr is None or pd.isna(run.lr) else float(run.lr)
 
 
+def _same(lr: float | None, rate: float | None) -> bool:
+    """Whether a written-out rate `lr` is `rate` (neither None)."""
+    return rate is not None and lr is not None and math.isclose(lr, rate, rel_tol=1e-9)
+
+
 def _configured_written_out(run: Any, entries: list[dict[str, Any]]) -> bool:
     """Whether `run`'s rate is written out and is its tuning entry's configured rate."""
-    entry, lr = _entry(run, entries), _lr(run)
-    return entry is not None and lr is not None and math.isclose(lr, entry["configured"], rel_tol=1e-9)
+    entry = _entry(run, entries)
+    return entry is not None and _same(_lr(run), entry["configured"])
 
 
 def protocol(run: Any, entries: list[dict[str, Any]]) -> str:
@@ -139,13 +144,9 @@ def protocol(run: Any, entries: list[dict[str, Any]]) -> str:
         return ONE_SHOT
 
     lr = _lr(run)
-
-    def same(rate: float | None) -> bool:
-        return rate is not None and lr is not None and math.isclose(lr, rate, rel_tol=1e-9)
-
-    configured = same(entry["configured"]) or lr is None  # the preset's rate is the configured one
+    configured = _same(lr, entry["configured"]) or lr is None  # the preset's rate is the configured one
     # (a winner at the configured rate of an optimizer that leaves it to its preset: its tuned runs are lr null)
-    tuned = same(entry.get("winner")) or (lr is None and entry.get("winner") == entry["configured"])
+    tuned = _same(lr, entry.get("winner")) or (lr is None and entry.get("winner") == entry["configured"])
     return BOTH if configured and tuned else TUNED if tuned else ONE_SHOT if configured else TUNING
 
 
