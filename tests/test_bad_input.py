@@ -481,7 +481,7 @@ def test_tune_keeps_the_other_entries_of_tuning_json_and_follows_a_sweep_restric
     assert {optimizer for optimizer, _ in calls} == {"sgd"}
     entries = json.loads(path.read_text())
     assert [e["optimizer"] for e in entries] == ["adam", "sgd"] and entries[0] == adam
-    assert tuning_file.winner(tmp_path, "quickstart", "smallcnn", "adam") == 0.001
+    assert tuning_file.tuned_entry(tmp_path, "quickstart", "smallcnn", "adam")["winner"] == 0.001
 
 
 @pytest.mark.parametrize(

@@ -75,11 +75,6 @@ def tuned_rate(cfg: DictConfig, configured: Any = 0.0) -> float | None:
     return None if configured is None and entry["winner"] == entry["configured"] else float(entry["winner"])
 
 
-def winner(results_dir: str | Path, experiment: str, network: str, optimizer: str) -> float:
-    """The tuned rate of (network, optimizer) from the experiment's tuning.json; `ValueError` naming what is missing."""
-    return float(tuned_entry(results_dir, experiment, network, optimizer)["winner"])
-
-
 def tuned_entry(results_dir: str | Path, experiment: str, network: str, optimizer: str) -> dict[str, Any]:
     """The tuning.json entry of (network, optimizer), with its winner; `ValueError` naming what is missing."""
     path = Path(results_dir) / experiment / TUNING_FILE
