@@ -45,9 +45,10 @@ def _run(cfg: DictConfig) -> str:
     from hydra.types import RunMode
 
     from . import run as one_run  # imported here so that `llbbench --help` stays fast
-    from .backend import distributed
+    from .backend import distributed, lifetime
     from .commands import sweeps
 
+    lifetime.watch_parent()  # in a launcher's worker process: it ends when the sweep's command does
     rank = distributed.process_rank()  # of a run trained by several processes (torchrun, Slurm tasks)
     if rank > 0:
         _follow()
@@ -122,7 +123,7 @@ def run(argv: list[str]) -> int:
             print("\n".join(f"{group}: {', '.join(options)}" for group, options in added.items()))
         raise
     except KeyboardInterrupt as e:
-        print(f"llbbench run: {e or 'interrupted: run the same command to go on'}", file=sys.stderr)
+        print(f"llbbench run: {str(e) or 'interrupted: run the same command to go on'}", file=sys.stderr)
         return 130
     except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError) as e:
         if full_error:
@@ -146,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
     command, rest = argv[0], argv[1:]
+    from .backend import lifetime
+
+    lifetime.watch_parent()  # started by another llbbench command (tune's sweeps): it ends with that command
+    lifetime.stop_on_terminate()  # SIGTERM stops a command as Ctrl-C does
+    lifetime.adopt_children()  # and what it starts (a sweep's workers, tune's sweeps) ends with it
     if command == "-sc":  # the shell's completion function asks (`llbbench run -sc install=bash` installed it)
         return complete(rest)
     try:
@@ -353,6 +359,13 @@ def _guarded(command: str, work: Callable[[], str], argv: list[str] | tuple[str,
     except (ValueError, FileNotFoundError, HydraException) as e:
         print(f"llbbench {command}: error: {config.error_line(e, argv)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (backend/lifetime.py): what is done stays done
+        print(f"llbbench {command}: {str(e) or 'interrupted: run the same command to go on'}", file=sys.stderr)
+        return 130
+    except OSError as e:  # a folder that cannot be written in (a path error: 2), a full disk (1)
+        print(f"llbbench {command}: error: cannot write {e.filename or 'its files'}: {e.strerror or e}",
+              file=sys.stderr)  # fmt: skip
+        return 1 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 2
     print(message)
     return 0
 

@@ -151,9 +151,22 @@ def error_line(error: BaseException, overrides: list[str] | tuple[str, ...] = ()
         if not equals:
             return f"override {error.override!r} has no '=': write {key.lstrip('~+')}=VALUE (or ~{key} to remove it)"
         detail = "; ".join(line.strip() for line in error.message.splitlines()[:-1] if line.strip())
+        special = sorted({c for c in value if c in SYNTAX_CHARACTERS})
+        if special and not value.startswith(("[", "{", "'", '"')):
+            shown = " ".join(repr(c) for c in special)
+            return (
+                f"override {error.override!r}: {shown} in a value {'is' if len(special) == 1 else 'are'} part of "
+                f"Hydra's override syntax; quote the value to mean it as written, e.g. '{key}=\"{value}\"'"
+                + ("; '~' is not expanded to your home folder: write the full path" if "~" in special else "")
+            )
         return (f"override {error.override!r} is malformed ({detail}): write KEY=VALUE, a list as [a,b], a group of "
                 "values as {k: v}, and quote a value with spaces or special characters")  # fmt: skip
     text = _first_line(error)
+    ambiguous = re.match(r"Ambiguous value for argument '([^=']+)=(.*)'", text)
+    if ambiguous:  # a comma outside -m: a sweep or a list was meant, or one value that holds a comma
+        key, value = ambiguous.groups()
+        return (f"override '{key}={value}': a comma makes a sweep (add -m to run one run per value) or, in brackets, "
+                f"a list ({key}=[a,b]); for one value that holds a comma, quote it: '{key}=\"{value}\"'")  # fmt: skip
     cause = error.__cause__
     unknown = re.fullmatch(r"Could not override '([^']+)'\.", text)
     if unknown and isinstance(cause, ConfigKeyError | ConfigAttributeError) and "BasicLauncherConf" not in str(cause):
@@ -164,6 +177,9 @@ def error_line(error: BaseException, overrides: list[str] | tuple[str, ...] = ()
             text += " (the default launcher runs one run after another: choose a launcher first, e.g. " \
                     "hydra/launcher=joblib)"  # fmt: skip
     return text
+
+
+SYNTAX_CHARACTERS = "()[]{}=,:'\"#~ "  # what Hydra's grammar takes as syntax, not as part of an unquoted value
 
 
 def _unknown_override(key: str, overrides: list[str] | tuple[str, ...]) -> str:
@@ -548,7 +564,11 @@ def check(cfg: DictConfig) -> DictConfig:
     for group in GROUPS:
         if not isinstance(run.get(group), DictConfig):
             raise ConfigError(f"{group} is not chosen: add {group}=NAME (valid: {', '.join(group_options(group))})")
-    missing = sorted(OmegaConf.missing_keys(run))
+    try:
+        missing = sorted(OmegaConf.missing_keys(run))
+    except OmegaConfBaseException as e:  # an interpolation that names no key, e.g. results_dir=/a${b}
+        raise ConfigError(f"{e.full_key}: {_first_line(e)} (a value's ${{...}} names another key of the config; "
+                          "for a literal '${{', write '\\${{')") from None  # fmt: skip
     if missing:
         hint = " (the folder holding the dataset's splits)" if "dataset.root" in missing else ""
         raise ConfigError(f"{', '.join(missing)} must be set{hint}: add {missing[0]}=VALUE to the command line")
@@ -564,6 +584,7 @@ def check(cfg: DictConfig) -> DictConfig:
             raise ConfigError(f"{group} must be a config group entry with a name, e.g. {group}=NAME")
 
     _check_name(typed.experiment_name)
+    _check_folders(typed)
     _type_groups(typed, values)
     _check_options(typed, values)
     if typed.fold is not None and typed.fold >= typed.cv.folds:
@@ -627,6 +648,34 @@ def _type_groups(typed: DictConfig, values: dict[str, Any]) -> None:
     _check_optimizer_builds(spec.name, {"preset": preset, **chosen})
 
 
+def folder_options(typed: DictConfig) -> dict[str, str]:
+    """The options of a run that name a folder it writes in or reads from, with their values (those set)."""
+    dataset, logger = typed.dataset, typed.logger
+    found = {"results_dir": typed.results_dir, "dataset.root": dataset.root,
+             "dataset.predecoded_dir": dataset.get("predecoded_dir")}  # fmt: skip
+    for name in ("tensorboard", "wandb"):
+        if logger is not None and logger.get(name) is not None:
+            found[f"logger.{name}.dir"] = logger[name].dir
+    return {option: value for option, value in found.items() if value is not None}
+
+
+def _check_folders(typed: DictConfig) -> None:
+    """Each folder option names a folder, or a path where one can be made: not empty, not a file, not inside a
+    file. Only looked at here, nothing written (a command checks that it can write where it writes)."""
+    for option, value in folder_options(typed).items():
+        if not str(value).strip():
+            raise ConfigError(f"{option} is empty: name a folder, e.g. {option}=results")
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{option}={value} is a file, not a folder; name a folder (it is created if missing)")
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ConfigError(f"{option}={value} is not a folder this user can write in ({parent} is a file, "
+                                      "not a folder)")  # fmt: skip
+                break
+
+
 def _check_name(name: str) -> None:
     """`experiment_name` names one folder inside `results_dir`: one path component, not `.` or `..`."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
@@ -670,8 +719,11 @@ def _typed(schema: type, values: Mapping[str, Any], prefix: str) -> DictConfig:
 
 def _check_sections(schema: type, values: Mapping[str, Any], prefix: str) -> None:
     """A field that holds a group of values (a nested schema) is given a mapping, or null where it may be null."""
+    hints = typing.get_type_hints(schema)
     for spec in dataclasses.fields(schema):
         nested = _nested_schema(schema, spec.name)
+        if spec.name in values and bool in (hints[spec.name], *typing.get_args(hints[spec.name])):
+            _check_bool(f"{prefix}{spec.name}", values[spec.name])
         if nested is None or spec.name not in values:
             continue
         value, key = values[spec.name], f"{prefix}{spec.name}"
@@ -686,6 +738,12 @@ def _check_sections(schema: type, values: Mapping[str, Any], prefix: str) -> Non
         else:
             hint = f"set its keys one by one, e.g. {key}.{names[0]}=VALUE (keys: {', '.join(names)})"
         raise ConfigError(f"{key}={value!r} is not a group of values: {hint}")
+
+
+def _check_bool(key: str, value: Any) -> None:
+    """A true/false option is given true, false or null: OmegaConf would take 2, 'yes' or 'on' as true."""
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not true or false")
 
 
 def _check_ranges(schema: type, typed: DictConfig, prefix: str) -> None:

@@ -172,6 +172,12 @@ CONFIG_CASES = [
     ("plateau given a number", ["train.plateau=5"], "train.plateau=5 is not a group of values: write it as {window: "),
     ("experiment name with a slash", ["experiment_name=a/b"], "experiment_name='a/b' must name one folder inside"),
     ("experiment name ..", ["experiment_name=.."], "experiment_name='..' must name one folder inside results_dir"),
+    ("a number for a boolean", ["model=vgg16", "model.batch_norm=2"], "model.batch_norm=2 is not true or false"),
+    ("a word OmegaConf takes as true", ["rerun=yes"], "rerun='yes' is not true or false"),
+    ("a one for a boolean", ["train.drop_last=1"], "train.drop_last=1 is not true or false"),
+    ("empty results_dir", ["results_dir="], "results_dir is empty: name a folder, e.g. results_dir=results"),
+    ("empty dataset root", ["dataset.root="], "dataset.root is empty: name a folder"),
+    ("an interpolation of no key", ["results_dir=/a${b}"], "results_dir: Interpolation key 'b' not found (a value's"),
 ]
 
 
@@ -194,6 +200,48 @@ def test_results_dir_that_is_a_file_is_refused(make_config, tmp_path):
     assert f"results_dir={inside} is not a folder this user can write in" in problem(
         make_config(f"results_dir={inside}")
     )
+
+
+@pytest.mark.parametrize("option", ["results_dir", "dataset.predecoded_dir", "dataset.root"])
+def test_every_folder_option_that_is_a_file_or_inside_one_is_refused_before_anything_is_written(
+    make_config, tmp_path, option
+):
+    file = tmp_path / "a-file"
+    file.write_text("a file")
+    group = ["dataset=imagefolder", f"dataset.root={tmp_path}"] if option != "dataset.root" else []
+    assert f"{option}={file} is a file, not a folder" in problem(make_config(*group, f"{option}={file}"))
+    inside = file / "deeper"
+    found = problem(make_config(*group, f"{option}={inside}"))
+    assert f"{option}={inside} is not a folder this user can write in ({file} is a file, not a folder)" in found
+    assert not inside.exists() and file.read_text() == "a file"
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides", "option"),
+    [
+        ("saddle", ["experiment=fig8_saddle"], "results_dir"),
+        ("saddle", ["--analytic", "experiment=quickstart"], "results_dir"),
+        ("prepare-data", ["dataset=imagefolder", "dataset.root=ROOT"], "dataset.predecoded_dir"),
+        ("run", ["logger=tensorboard"], "logger.tensorboard.dir"),
+    ],
+)
+def test_the_commands_refuse_a_folder_option_that_is_a_file_in_one_line(
+    cifar_root, image_root, tmp_path, command, overrides, option
+):
+    file = tmp_path / "a-file"
+    file.write_text("a file")
+    args = [a.replace("ROOT", str(image_root)) for a in overrides]
+    out = llbbench(command, *args, f"{option}={file}", data=cifar_root)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == f"llbbench {command}: error: {option}={file} is a file, not a folder; name a folder " \
+                                 "(it is created if missing)"  # fmt: skip
+    assert file.read_text() == "a file"
+
+
+def test_a_subset_smaller_than_the_classes_is_refused_also_without_folds(make_config):
+    for option in ("dataset.subset", "dataset.test_subset"):
+        with pytest.raises(ValueError, match=rf"{option}=5 is smaller than the 10 classes: some classes would have no"):
+            one_run.prepare(make_config("fold=none", f"{option}=5"))
 
 
 def test_missing_cifar_names_the_folder_and_both_ways_to_get_it(make_config, tmp_path):
@@ -303,6 +351,19 @@ HYDRA_CASES = [
         "hydra/launcher=nosuch: there is no such hydra/launcher config; valid: basic, cores, joblib, slurm",
     ),
     ("no equals sign", ["optimizer.lr"], "override 'optimizer.lr' has no '=': write optimizer.lr=VALUE"),
+    (
+        "a comma without -m",
+        ["results_dir=/a,b"],
+        "override 'results_dir=/a,b': a comma makes a sweep (add -m to run one run per value) or, in brackets, a list "
+        "(results_dir=[a,b]); for one value that holds a comma, quote it: 'results_dir=\"/a,b\"'",
+    ),
+    (
+        "brackets in a path",
+        ["results_dir=/a(b)"],
+        "override 'results_dir=/a(b)': '(' ')' in a value are part of Hydra's override syntax; quote the value to mean "
+        "it as written, e.g. 'results_dir=\"/a(b)\"'",
+    ),
+    ("a tilde", ["results_dir=~/runs"], "is not expanded to your home folder: write the full path"),
     (
         "unclosed list",
         ["train.epochs=[1,2"],

@@ -193,7 +193,9 @@ def analytic() -> dict[str, Any]:
 
 def write_analytic(overrides: list[str]) -> Path:
     """saddle_analytic.json in `<results_dir>/<experiment_name>/` of `overrides`; returns the file."""
-    return write_json(_folder(config.compose(overrides)) / ANALYTIC_FILE, analytic())
+    cfg = config.compose(overrides)
+    config.check(cfg)  # its folder options among the rest
+    return write_json(_folder(cfg) / ANALYTIC_FILE, analytic())
 
 
 def _folder(cfg: DictConfig) -> Path:

@@ -129,6 +129,10 @@ def build(
         train, test, num_classes = _cifar10(options, device)
     else:
         train, test, num_classes = _image_folder(options, device)
+    for option in ("subset", "test_subset"):  # every class needs an image of its own in every split
+        if options.get(option) is not None and options[option] < num_classes:
+            raise ValueError(f"dataset.{option}={options[option]} is smaller than the {num_classes} classes: some "
+                             f"classes would have no image; use at least {num_classes} or null")  # fmt: skip
     if options.get("subset") is not None:
         if fold is not None and options["subset"] < num_classes * folds:
             raise ValueError(

@@ -221,7 +221,8 @@ class _Loop:
         if evaluated and (not math.isfinite(test_loss) or (data.val is not None and not math.isfinite(val_loss))):
             return _diverged(progress.steps)  # the weights blew up in the epoch's last steps
         self.checkpointer.save(progress, self.plateau.state() if self.plateau is not None else None)
-        scores = f", val loss {val_loss:.4f}, test loss {test_loss:.4f} acc {test_acc:.3f}" if evaluated else ""
+        val = f", val loss {val_loss:.4f}" if data.val is not None else ""  # fold=none: no validation split
+        scores = f"{val}, test loss {test_loss:.4f} acc {test_acc:.3f}" if evaluated else ""
         if self.setup.world.main:
             line = f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {row['train_acc']:.3f}{scores}"
             self.bar.write(line)
