@@ -37,6 +37,7 @@ commands:
 """
 
 COMMANDS = ("run", "tune", "prepare-data", "saddle", "report")
+INTERRUPTED = "interrupted: run the same command to go on"  # Ctrl-C without a message of its own
 
 
 def _run(cfg: DictConfig) -> str:
@@ -123,7 +124,7 @@ def run(argv: list[str]) -> int:
             print("\n".join(f"{group}: {', '.join(options)}" for group, options in added.items()))
         raise
     except KeyboardInterrupt as e:
-        print(f"llbbench run: {str(e) or 'interrupted: run the same command to go on'}", file=sys.stderr)
+        print(f"llbbench run: {str(e) or INTERRUPTED}", file=sys.stderr)
         return 130
     except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError) as e:
         if full_error:
@@ -360,7 +361,7 @@ def _guarded(command: str, work: Callable[[], str], argv: list[str] | tuple[str,
         print(f"llbbench {command}: error: {config.error_line(e, argv)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (backend/lifetime.py): what is done stays done
-        print(f"llbbench {command}: {str(e) or 'interrupted: run the same command to go on'}", file=sys.stderr)
+        print(f"llbbench {command}: {str(e) or INTERRUPTED}", file=sys.stderr)
         return 130
     except OSError as e:  # a folder that cannot be written in (a path error: 2), a full disk (1)
         print(f"llbbench {command}: error: cannot write {e.filename or 'its files'}: {e.strerror or e}",

@@ -668,12 +668,10 @@ def _check_folders(typed: DictConfig) -> None:
         path = Path(value).expanduser()
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{option}={value} is a file, not a folder; name a folder (it is created if missing)")
-        for parent in path.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise ConfigError(f"{option}={value} is not a folder this user can write in ({parent} is a file, "
-                                      "not a folder)")  # fmt: skip
-                break
+        existing = next((parent for parent in path.parents if parent.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise ConfigError(f"{option}={value} is not a folder this user can write in ({existing} is a file, not a "
+                              "folder)")  # fmt: skip
 
 
 def _check_name(name: str) -> None:

@@ -43,8 +43,6 @@ def problem(cfg: DictConfig) -> str | None:
 
 def check_writable(folder: Path, option: str) -> None:
     """`folder` is (or can be made) a folder this process can write in; else `ValueError` naming `option`."""
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{option}={folder} is a file, not a folder; name a folder (it is created if missing)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
