@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llbbench-installed
 
-.PHONY: run reproduce-small reproduce-medium reproduce-tables test test-slow test-slurm lint format bench bench-gpu gpu-kit clean-runs
+.PHONY: run reproduce-small reproduce-medium reproduce-tables test test-slow test-slurm soak lint format bench bench-gpu gpu-kit clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,6 +82,9 @@ test: $(STAMP)  ## the test suite (CPU, a few minutes; one pytest worker per cor
 
 test-slow: $(STAMP)  ## the long tests that `make test` leaves out (the Slurm one needs `make test-slurm`)
 	$(BIN)/pytest -q -m slow
+
+soak: $(STAMP)  ## the kill-anywhere soak (long form; writes its figures to results/reliability/soak.json)
+	LLBBENCH_SOAK_REPORT=results/reliability/soak.json $(BIN)/pytest -q -m slow tests/test_soak.py
 
 test-slurm: $(STAMP)  ## start a one-node Slurm cluster on this machine (root), then test the Slurm launcher
 	bash ../shared/tools/slurm-local.sh start

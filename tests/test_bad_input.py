@@ -223,6 +223,7 @@ def test_every_folder_option_that_is_a_file_or_inside_one_is_refused_before_anyt
         ("saddle", ["--analytic", "experiment=quickstart"], "results_dir"),
         ("prepare-data", ["dataset=imagefolder", "dataset.root=ROOT"], "dataset.predecoded_dir"),
         ("run", ["logger=tensorboard"], "logger.tensorboard.dir"),
+        ("tune", ["experiment=quickstart", "optimizer=sgd"], "results_dir"),  # before any "tune: ... rates" line
     ],
 )
 def test_the_commands_refuse_a_folder_option_that_is_a_file_in_one_line(
@@ -233,6 +234,7 @@ def test_the_commands_refuse_a_folder_option_that_is_a_file_in_one_line(
     args = [a.replace("ROOT", str(image_root)) for a in overrides]
     out = llbbench(command, *args, f"{option}={file}", data=cifar_root)
     assert out.returncode == 2, out.stderr
+    assert "rates" not in out.stdout, out.stdout
     assert out.stderr.strip() == f"llbbench {command}: error: {option}={file} is a file, not a folder; name a folder " \
                                  "(it is created if missing)"  # fmt: skip
     assert file.read_text() == "a file"

@@ -113,6 +113,7 @@ def candidates(
         values = OmegaConf.to_container(cfg, resolve=True)
         key = (values["model"]["name"], optimizer_variant(values["optimizer"], values["train"]))
         if key not in found:
+            config.check(cfg)  # a bad value (a results_dir that is a file) refused before any rate is announced
             center = configured_rate(values["optimizer"])
             found[key] = Tuned(*key, configured=center, fold=fold, grid=grid_around(center),
                                overrides=list(point))  # fmt: skip
