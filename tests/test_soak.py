@@ -115,16 +115,19 @@ def soak(args: list[str], results: Path, data: Path, kills: int, log: Path, seed
         assert process.returncode in (-signal.SIGKILL, 130), log.read_text()  # killed, or SIGTERM taken as Ctrl-C
 
 
-def assert_same_as_uninterrupted(results: Path, straight: Path, runs: int) -> None:
+def run_dirs(results: Path) -> list[str]:
+    """The run directories under `results` (not the bookkeeping ones, such as `.sweeps`)."""
+    return sorted(str(p.relative_to(results)) for p in results.glob("**/runs/[!.]*") if p.is_dir())
+
+
+def assert_same_as_uninterrupted(results: Path, straight: Path) -> int:
+    """The killed runs in `results` recorded what the uninterrupted ones in `straight` did; how many runs."""
     killed, expected = records(results), records(straight)
-    assert len(expected) == runs
-    assert sorted(killed) == sorted(expected)  # the same run directories: none duplicated, none missing
+    assert run_dirs(results) == run_dirs(straight) == sorted(expected)  # none duplicated, none missing or unfinished
     different = [run for run in expected if killed[run] != expected[run]]
     assert not different, f"differ from the uninterrupted runs: {different}"
     assert not list(results.glob("**/.*.tmp")), "a half-written file was left"
-    assert {p.name for p in (results / "runs").iterdir() if p.is_dir()} == {
-        p.name for p in (straight / "runs").iterdir() if p.is_dir()
-    }
+    return len(expected)
 
 
 def run_soak(cifar_root: Path, tmp_path: Path, sweep_kills: int, tune_kills: int) -> dict:
@@ -132,17 +135,14 @@ def run_soak(cifar_root: Path, tmp_path: Path, sweep_kills: int, tune_kills: int
     done = llbbench("run", "-m", *SWEEP, f"results_dir={straight}", data=cifar_root)
     assert done.returncode == 0, done.stdout + done.stderr
     sweep = soak(["run", "-m", *SWEEP], tmp_path / "killed", cifar_root, sweep_kills, tmp_path / "sweep.log", 1)
-    assert_same_as_uninterrupted(tmp_path / "killed", straight, 6)
+    assert assert_same_as_uninterrupted(tmp_path / "killed", straight) == 6
 
     tuned = tmp_path / "tuned-straight"
     done = llbbench(*TUNE, f"results_dir={tuned}", data=cifar_root)
     assert done.returncode == 0, done.stdout + done.stderr
     tune = soak(TUNE, tmp_path / "tuned", cifar_root, tune_kills, tmp_path / "tune.log", 2)
     assert tuning_entries(tmp_path / "tuned") == tuning_entries(tuned) != []
-    runs = len(records(tuned))
-    assert sorted(records(tmp_path / "tuned")) == sorted(records(tuned))
-    assert records(tmp_path / "tuned") == records(tuned)
-    assert not list((tmp_path / "tuned").glob("**/.*.tmp"))
+    runs = assert_same_as_uninterrupted(tmp_path / "tuned", tuned)
     return {"sweep": {**sweep, "runs": 6}, "tune": {**tune, "runs": runs}, "differences": 0}
 
 
