@@ -123,9 +123,6 @@ def run(argv: list[str]) -> int:
             print("\n== Options that your config folders and plug-ins add ==")
             print("\n".join(f"{group}: {', '.join(options)}" for group, options in added.items()))
         raise
-    except KeyboardInterrupt as e:
-        print(f"llbbench run: {str(e) or INTERRUPTED}", file=sys.stderr)
-        return 130
     except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError) as e:
         if full_error:
             raise
@@ -153,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     lifetime.watch_parent()  # started by another llbbench command (tune's sweeps): it ends with that command
     lifetime.stop_on_terminate()  # SIGTERM stops a command as Ctrl-C does
     lifetime.adopt_children()  # and what it starts (a sweep's workers, tune's sweeps) ends with it
+    try:
+        return _dispatch(command, rest)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (backend/lifetime.py), at any moment: what is done stays done
+        print(f"llbbench {command}: {str(e) or INTERRUPTED}", file=sys.stderr)
+        return 130
+
+
+def _dispatch(command: str, rest: list[str]) -> int:
     if command == "-sc":  # the shell's completion function asks (`llbbench run -sc install=bash` installed it)
         return complete(rest)
     try:
@@ -360,9 +365,6 @@ def _guarded(command: str, work: Callable[[], str], argv: list[str] | tuple[str,
     except (ValueError, FileNotFoundError, HydraException) as e:
         print(f"llbbench {command}: error: {config.error_line(e, argv)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (backend/lifetime.py): what is done stays done
-        print(f"llbbench {command}: {str(e) or INTERRUPTED}", file=sys.stderr)
-        return 130
     except OSError as e:  # a folder that cannot be written in (a path error: 2), a full disk (1)
         print(f"llbbench {command}: error: cannot write {e.filename or 'its files'}: {e.strerror or e}",
               file=sys.stderr)  # fmt: skip

@@ -113,3 +113,25 @@ def test_killing_tune_stops_its_sweep_and_the_sweeps_workers(cifar_root, tmp_pat
     finally:
         if session_processes(tune.pid):
             os.killpg(tune.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("command", ["run", "tune", "saddle"])
+def test_a_sigterm_while_a_command_still_imports_gives_one_line_and_exit_130(command, tmp_path):
+    """A stop can come before a command has loaded its modules (the soak found one in `llbbench run`'s import of the
+    config): it ends the command as any other stop does, one line and exit 130, not a traceback."""
+    script = (
+        "import importlib.abc, os, signal, sys\n"
+        "class TermOnImport(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'llbbench.config':\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, TermOnImport())\n"
+        "from llbbench.cli import main\n"
+        f"sys.exit(main([{command!r}, 'results_dir={tmp_path}']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 130, out.stderr
+    assert out.stderr.strip().splitlines() == [f"llbbench {command}: stopped by signal SIGTERM: run the same command "
+                                               "to go on"], out.stderr  # fmt: skip
+    assert not list(tmp_path.iterdir())  # stopped before anything was written
