@@ -30,13 +30,15 @@ commands:
            `llbbench prepare-data dataset=imagenet dataset.root=/data/imagenet`
   saddle   Fig. 8 on a network: every optimizer from a start next to a saddle point, several seeds:
            `llbbench saddle experiment=fig8_saddle scale=small results_dir=results/small`
+  torchrun one run on several processes (DistributedDataParallel), each problem said once:
+           `llbbench torchrun --standalone --nproc-per-node=2 run model=resnet20`
   report   the paper's tables, figures and a claims check from run directories:
            `llbbench report results/table2_cifar10 [DIR ...] [--out OUT] [--formats md,tex,csv]`
 
 `llbbench COMMAND --help` says more about each command; `llbbench --version` (or -V) prints the version.
 """
 
-COMMANDS = ("run", "tune", "prepare-data", "saddle", "report")
+COMMANDS = ("run", "tune", "prepare-data", "saddle", "torchrun", "report")
 INTERRUPTED = "interrupted: run the same command to go on"  # Ctrl-C without a message of its own
 
 
@@ -69,7 +71,7 @@ def _run(cfg: DictConfig) -> str:
         if hydra_cfg.mode == RunMode.RUN:
             sys.exit(2)
         status = "failed"  # in a sweep the other runs go on
-    except one_run.NoSpace as e:  # the same for every run of a sweep: it stops
+    except (one_run.NoSpace, one_run.RankFailed) as e:  # a full disk stops a sweep; a failed rank, its run's processes
         print(f"llbbench run: error: {e}", file=sys.stderr)
         sys.exit(1)
     if rank == 0:
@@ -86,12 +88,15 @@ def _run(cfg: DictConfig) -> str:
 
 
 def _follow() -> None:
-    """A process of a distributed run other than rank 0: it logs warnings and errors to the console only (rank 0
-    writes the run's log and its directory)."""
+    """A process of a distributed run other than rank 0: it logs warnings and errors to stderr only (rank 0
+    writes the run's log and its directory; `llbbench torchrun` says each of these lines once)."""
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
-        root.removeHandler(handler)
-        handler.close()
+    for handler in [h for h in root.handlers if isinstance(h, logging.StreamHandler)]:
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+        else:
+            handler.setStream(sys.stderr)
     logging.getLogger("llbbench").setLevel(logging.WARNING)
 
 
@@ -150,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     lifetime.watch_parent()  # started by another llbbench command (tune's sweeps): it ends with that command
     lifetime.stop_on_terminate()  # SIGTERM stops a command as Ctrl-C does
     lifetime.adopt_children()  # and what it starts (a sweep's workers, tune's sweeps) ends with it
+    from .commands import torchrun
+
+    torchrun.capture_stderr()  # a process that `llbbench torchrun` started: it says each problem once
     try:
         return _dispatch(command, rest)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (backend/lifetime.py), at any moment: what is done stays done
@@ -180,6 +188,10 @@ def _dispatch(command: str, rest: list[str]) -> int:
         return prepare_data(rest)
     if command == "report":
         return report(rest)
+    if command == "torchrun":
+        from .commands import torchrun
+
+        return torchrun.main(rest)
     print(f"llbbench: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2
 

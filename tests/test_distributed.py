@@ -33,10 +33,13 @@ BASE = [
 PER_EPOCH = 15
 
 
-def torchrun(*args: str, data: Path, processes: int = 2, timeout: float = 300, background: bool = False):
-    """`torchrun --standalone --nproc_per_node=N -m llbbench ARGS` in a fresh process."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "llbbench", *args]  # fmt: skip
+def torchrun(*args: str, data: Path, processes: int = 2, timeout: float = 300, background: bool = False,
+             plain: bool = False):  # fmt: skip
+    """`llbbench torchrun --standalone --nproc_per_node=N ARGS` in a fresh process (plain: torch's own
+    `torchrun ... -m llbbench ARGS`)."""
+    launcher = ["torch.distributed.run"] if plain else ["llbbench", "torchrun"]
+    options = ["--standalone", f"--nproc_per_node={processes}"]
+    command = [sys.executable, "-m", *launcher, *options, *(["-m", "llbbench"] if plain else []), *args]
     env = {**os.environ, "LLBBENCH_DATA": str(data), "OMP_NUM_THREADS": "1"}
     if background:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -60,7 +63,7 @@ def max_difference(a: Path, b: Path) -> float:
 def test_two_processes_train_one_run_to_the_weights_of_one_process(cifar_root, tmp_path):
     one = llbbench("run", *BASE, f"results_dir={tmp_path / 'one'}", data=cifar_root)
     assert one.returncode == 0, one.stderr
-    two = torchrun("run", *BASE, f"results_dir={tmp_path / 'two'}", data=cifar_root)
+    two = torchrun("run", *BASE, f"results_dir={tmp_path / 'two'}", data=cifar_root, plain=True)  # torch's torchrun
     assert two.returncode == 0, two.stdout + two.stderr
     assert "rank 1: run completed" in two.stdout and "\nrun completed" in "\n" + two.stdout, two.stdout + two.stderr
 
@@ -87,11 +90,30 @@ def test_two_processes_train_one_run_to_the_weights_of_one_process(cifar_root, t
     assert (shared / "summary.json").read_text() == before
 
 
-def test_a_batch_that_does_not_split_over_the_processes_is_refused_before_training(cifar_root, tmp_path):
-    done = torchrun("run", *BASE, "train.batch_size=33", f"results_dir={tmp_path}", data=cifar_root)
-    assert done.returncode != 0
-    assert "train.batch_size=33 does not split evenly over 2 processes" in done.stdout + done.stderr
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [("train.batch_size=33", "train.batch_size=33 does not split evenly over 2 processes"),
+     ("optimizer.lr=-1", "optimizer.lr")],
+)  # fmt: skip
+def test_bad_input_on_several_processes_is_said_once_and_exits_2(override, said, cifar_root, tmp_path):
+    """Every process refuses it; `llbbench torchrun` says it once, with the processes' exit status, and none of
+    torchrun's report or traceback."""
+    done = torchrun("run", *BASE, override, f"results_dir={tmp_path}", data=cifar_root)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and said in errors[0] and errors[0].startswith("llbbench run: error: "), output
+    assert "Traceback" not in output and "ChildFailedError" not in output and "exitcode" not in output, output
     assert not list(tmp_path.glob("runs/*/summary.json"))
+
+
+def test_torchrun_takes_the_run_command_only(tmp_path):
+    done = llbbench("torchrun", "--standalone", "-m", "mymodule", data=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "llbbench torchrun: error: give the run as `llbbench torchrun [TORCHRUN OPTIONS] run [OVERRIDES]` (it "
+        "starts `llbbench run` itself; got 'mymodule')"
+    ]
 
 
 @pytest.mark.slow
@@ -150,12 +172,14 @@ def test_killing_one_rank_fails_the_run_and_a_restart_resumes_it_to_the_uninterr
         follower = _worker_of_rank(launcher, 1)
         _wait_for_step(tmp_path / "b", PER_EPOCH + 4, launcher)
         os.kill(follower, signal.SIGKILL)
-        launcher.wait(120)
+        output, _ = launcher.communicate(timeout=120)
     finally:
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
-    assert launcher.returncode != 0  # the job failed
+    assert launcher.returncode == 128 + signal.SIGKILL, output  # the job failed, and says why in one line
+    assert "llbbench torchrun: error: the process of rank 1 was killed by SIGKILL" in output, output
+    assert "Traceback" not in output and "ChildFailedError" not in output, output
     (killed,) = run_dirs(tmp_path / "b")
     assert not (killed / "summary.json").exists() and (killed / CHECKPOINT).exists()  # nothing recorded as done
 
@@ -168,6 +192,30 @@ def test_killing_one_rank_fails_the_run_and_a_restart_resumes_it_to_the_uninterr
     assert PER_EPOCH < at < 4 * PER_EPOCH
     assert second["model_sha256"] == first["model_sha256"]  # bitwise: every rank's state came back
     assert (killed / "steps.csv").read_text().count("\n") == (done / "steps.csv").read_text().count("\n")
+
+
+@pytest.mark.slow
+def test_stopping_llbbench_torchrun_stops_every_process_with_one_line_and_the_run_resumes(cifar_root, tmp_path):
+    args = [*BASE, "train.epochs=4", "checkpoint_minutes=0.0002"]
+    launcher = torchrun("run", *args, f"results_dir={tmp_path}", data=cifar_root, background=True)
+    try:
+        follower = _worker_of_rank(launcher, 1)
+        _wait_for_step(tmp_path, PER_EPOCH + 4, launcher)
+        launcher.send_signal(signal.SIGTERM)  # as a scheduler stops a job
+        output, _ = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert launcher.returncode == 130, output
+    ended = [line for line in output.splitlines() if line.startswith(("llbbench", "rank 1: llbbench"))]
+    assert len(ended) == 1 and ended[0].startswith("llbbench run: interrupted at step "), output  # rank 0 speaks
+    assert "Traceback" not in output and "death signal" not in output, output
+    assert not Path(f"/proc/{follower}").exists()
+    resumed = torchrun("run", *args, f"results_dir={tmp_path}", data=cifar_root)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    (run,) = run_dirs(tmp_path)
+    assert json.loads((run / "summary.json").read_text())["resumed_at_steps"]
 
 
 def test_an_epoch_order_is_shared_out_part_by_part_of_each_global_batch():

@@ -54,10 +54,12 @@ def table(path: Path) -> list[dict[str, str]]:
 def records(results: Path) -> dict[str, dict]:
     """What each run recorded, timing left out: its summary (weights digest included) and its tables."""
     found = {}
-    for summary in sorted(results.glob("**/runs/*/summary.json")):
-        run = summary.parent
-        found[str(run.relative_to(results))] = {
-            "summary": untimed(json.loads(summary.read_text())),
+    for name in run_dirs(results):
+        run = results / name
+        if not (run / "summary.json").exists():
+            continue
+        found[name] = {
+            "summary": untimed(json.loads((run / "summary.json").read_text())),
             **{
                 name: table(run / name)
                 for name in ("steps.csv", "epochs.csv", "layer_lrs.csv")
@@ -72,10 +74,11 @@ def tuning_entries(results: Path) -> list:
 
 
 def _wait_for_write(results: Path, process: subprocess.Popen, timeout: float) -> bool:
-    """Until a run's file is being written (a `.NAME.tmp` exists), or `timeout` s; whether one was caught."""
+    """Until a file is being written (a `.NAME.tmp` exists: a checkpoint, a summary, tuning.json), or `timeout` s;
+    whether one was caught."""
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
-        if next(results.glob("**/runs/*/.*.tmp"), None) is not None:
+        if next(results.glob("**/.*.tmp"), None) is not None:
             return True
     return False
 
@@ -119,8 +122,9 @@ def soak(args: list[str], results: Path, data: Path, kills: int, log: Path, seed
 
 
 def run_dirs(results: Path) -> list[str]:
-    """The run directories under `results` (not the bookkeeping ones, such as `.sweeps`)."""
-    return sorted(str(p.relative_to(results)) for p in results.glob("**/runs/[!.]*") if p.is_dir())
+    """The run directories under `results`, wherever they are (a sweep's `runs/ID`, tune's `EXPERIMENT/ID`): each
+    holds its lock file; the bookkeeping folders, such as `.sweeps`, do not."""
+    return sorted(str(p.parent.relative_to(results)) for p in results.glob("**/.lock"))
 
 
 def assert_same_as_uninterrupted(results: Path, straight: Path) -> int:
@@ -146,6 +150,7 @@ def run_soak(cifar_root: Path, tmp_path: Path, sweep_kills: int, tune_kills: int
     tune = soak(TUNE, tmp_path / "tuned", cifar_root, tune_kills, tmp_path / "tune.log", 2)
     assert tuning_entries(tmp_path / "tuned") == tuning_entries(tuned) != []
     runs = assert_same_as_uninterrupted(tmp_path / "tuned", tuned)
+    assert runs == sum(len(entry["grid"]) for entries in tuning_entries(tuned) for entry in entries) > 0  # every rate
     return {"sweep": {**sweep, "runs": 6}, "tune": {**tune, "runs": runs}, "differences": 0}
 
 

@@ -1,8 +1,9 @@
 """One run trained by several processes: PyTorch's DistributedDataParallel, started by `torchrun` or by Slurm.
 
-`torchrun --nproc_per_node=G -m llbbench run ...` starts G processes of one run; under Slurm
-(`hydra/launcher=slurm hydra.launcher.tasks_per_node=G hydra.launcher.nodes=N`) every task of the job is one
-process, and `start` turns submitit's job environment into torch's (README: "Several GPUs for one run").
+`llbbench torchrun --nproc_per_node=G run ...` (or torch's `torchrun ... -m llbbench run ...`) starts G processes
+of one run; under Slurm (`hydra/launcher=slurm hydra.launcher.tasks_per_node=G hydra.launcher.nodes=N`) every
+task of the job is one process, and `start` turns submitit's job environment into torch's
+(docs/gpus-and-clusters.md).
 `World` is where a process stands in its run: rank, world size, and the few collectives the harness needs (sums
 of metrics, rank 0's decisions, every rank's random state for the checkpoint). A single process is `SINGLE`, and
 every collective is then a no-op, so that the one-process code path is exactly what it was before distributed

@@ -94,7 +94,7 @@ def run(cfg: DictConfig, run_dir: str | Path, world: World = SINGLE, device: str
 
     A checkpoint in `run_dir` is resumed from, to the same result as an uninterrupted run. Bad input raises
     before anything is trained. An error while training is recorded as status `failed` (with the error) and
-    returned, so that a sweep can go on. In a run of several processes it is raised instead, as `RuntimeError`:
+    returned, so that a sweep can go on. In a run of several processes it is raised instead, as `RankFailed`:
     the other processes cannot go on without this one (and see only a broken connection), so the job stops, the
     last checkpoint stays, and the next start resumes from it. Only rank 0 writes to `run_dir`. A full disk
     raises `NoSpace` (nothing half-written is left, the last checkpoint stays), Ctrl-C `Interrupted`.
@@ -133,6 +133,11 @@ def _run_info(setup: Setup, record: RunDir) -> trackers.RunInfo:
 
 class NoSpace(RuntimeError):
     """The run's folder is on a full device (or over its quota): the run stops where its last checkpoint is."""
+
+
+class RankFailed(RuntimeError):
+    """One process of a run of several failed while training (or lost another): every process stops, the last
+    checkpoint stays, and the next start resumes from it."""
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -179,9 +184,10 @@ def _train_or_fail(setup: Setup, record: RunDir, progress: Progress) -> tuple[st
         if isinstance(e, OSError) and e.errno in NO_SPACE:
             raise
         if world.distributed:
-            raise RuntimeError(
-                f"rank {world.rank} of {world.size}: {type(e).__name__}: {e}; the run's processes stop, and the next "
-                "start resumes from its last checkpoint"
+            log_to_files(f"the failure's traceback:\n{traceback.format_exc()}")
+            raise RankFailed(
+                f"rank {world.rank} of {world.size}: {type(e).__name__}: {first_line(e)}; the run's processes stop, "
+                "and the next start resumes from its last checkpoint"
             ) from e
         trace = traceback.format_exc()
         log.error("run failed: %s: %s", type(e).__name__, first_line(e))
