@@ -256,12 +256,16 @@ def _world_size(*, _root_: DictConfig) -> Any:
 def _data_fingerprint(*, _parent_: DictConfig) -> str:
     """`${data_fingerprint:}` (in a dataset's YAML): what the data at `root` is, or `unavailable`.
 
-    It never raises: a dataset that cannot be read is reported, with its reason, when the run loads it.
+    It never raises: a dataset that cannot be read is reported, with its reason, when the run loads it. The
+    dataset's options are read without `fingerprint` itself: resolving it from here would call this resolver again,
+    nested until Python's recursion limit (and try an offline download at every level).
     """
     from . import data
 
     try:
-        return data.fingerprint(OmegaConf.to_container(_parent_, resolve=True))
+        options = {key: _parent_[key] for key in _parent_ if key != "fingerprint"}
+        return data.fingerprint({key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value)
+                                 else value for key, value in options.items()})  # fmt: skip
     except Exception:
         return data.UNAVAILABLE
 

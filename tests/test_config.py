@@ -82,3 +82,24 @@ def test_the_config_types_every_dataset_the_loader_knows():
     from llbbench.config import DATASET_SCHEMAS
 
     assert sorted(DATASET_SCHEMAS) == sorted(data.names())
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenette"])
+def test_the_data_fingerprint_is_computed_once_and_not_from_itself(make_config, image_root, dataset, monkeypatch):
+    """`${data_fingerprint:}` reads the dataset's other options: resolving the whole node from within it would call
+    it again, nested until the recursion limit (with an offline download tried at each level)."""
+    from llbbench import data
+
+    seen = []
+    real = data.fingerprint
+
+    def counted(options):
+        seen.append(dict(options))
+        return real(options)
+
+    monkeypatch.setattr(data, "fingerprint", counted)
+    extra = [f"dataset.root={image_root}"] if dataset != "cifar10" else []
+    cfg = make_config(f"dataset={dataset}", *extra)
+    found = cfg.dataset.fingerprint
+    assert found != data.UNAVAILABLE and found == real(dict(seen[0]))
+    assert len(seen) == 1 and "fingerprint" not in seen[0]

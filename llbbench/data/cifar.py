@@ -157,10 +157,10 @@ class BatchUnpickler(pickle.Unpickler):
 def _download(root: Path, folder: Path) -> None:
     from torchvision.datasets.utils import download_and_extract_archive
 
-    try:
-        download_and_extract_archive(URL, download_root=str(root), md5=ARCHIVE_MD5)
-    except Exception as e:  # offline, refused, or a corrupted archive
-        raise FileNotFoundError(_missing_message(folder, f"the download failed ({type(e).__name__}: {e})")) from e
+    from .fetch import download_once
+
+    download_once(folder, lambda: download_and_extract_archive(URL, download_root=str(root), md5=ARCHIVE_MD5),
+                  lambda e: _missing_message(folder, f"the download failed ({type(e).__name__}: {e})"))  # fmt: skip
 
 
 def _missing_message(folder: Path, why: str) -> str:

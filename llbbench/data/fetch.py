@@ -11,6 +11,7 @@ and images.
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,23 @@ SIZES = {"": "full", "-320": "320px", "-160": "160px"}
 FASTAI = "https://s3.amazonaws.com/fast-ai-imageclas"
 ARCHIVES = {"imagewoof": {f"imagewoof2{tag}": f"{FASTAI}/imagewoof2{tag}.tgz" for tag in SIZES}}
 FOLDERS = {"imagenette": [f"imagenette2{tag}" for tag in SIZES], "imagewoof": list(ARCHIVES["imagewoof"])}
+
+
+_FAILED: dict[str, FileNotFoundError] = {}  # the downloads that failed in this process, by destination
+
+
+def download_once(destination: Path, fetch: Callable[[], None], message: Callable[[Exception], str]) -> None:
+    """`fetch()` the data for `destination`; when it fails, `FileNotFoundError(message(error))`, and the same error
+    at once for every later try of this destination in this process: a sweep checks each of its runs before any
+    starts, and offline each check would otherwise wait for the network again."""
+    key = str(destination)
+    if key in _FAILED:
+        raise FileNotFoundError(str(_FAILED[key]))
+    try:
+        fetch()
+    except Exception as e:  # offline, refused, a corrupted archive, a full disk
+        _FAILED[key] = FileNotFoundError(message(e))
+        raise _FAILED[key] from e
 
 
 def ensure(options: dict[str, Any]) -> None:
@@ -43,15 +61,12 @@ def ensure(options: dict[str, Any]) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent runs of a sweep: one downloads, the others wait for it
         if (root / options["train_split"]).is_dir():
             return
-        try:
-            _fetch(name, root)
-        except Exception as e:  # offline, a bad archive, a full disk
-            source = "torchvision.datasets.Imagenette" if name == "imagenette" else ARCHIVES[name][root.name]
-            raise FileNotFoundError(
-                f"could not download {name} through {source} into {root.parent}/ ({type(e).__name__}: {e}); "
-                f"offline, fetch {root.name}.tgz on a machine that is online and unpack it there "
-                f"(it must give {root}/train/<wnid>/ and {root}/val/<wnid>/)"
-            ) from e
+        source = "torchvision.datasets.Imagenette" if name == "imagenette" else ARCHIVES[name][root.name]
+        download_once(root, lambda: _fetch(name, root), lambda e: (
+            f"could not download {name} through {source} into {root.parent}/ ({type(e).__name__}: {e}); "
+            f"offline, fetch {root.name}.tgz on a machine that is online and unpack it there "
+            f"(it must give {root}/train/<wnid>/ and {root}/val/<wnid>/)"
+        ))  # fmt: skip
     if name == "imagenette":
         check_with_torchvision(root)
 

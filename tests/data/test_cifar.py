@@ -108,6 +108,26 @@ def test_offline_download_names_the_path_and_both_ways(tmp_path, monkeypatch):
     assert "dataset.download=true" in message and "cifar-10-python.tar.gz yourself" in message
 
 
+def test_a_failed_download_is_not_tried_again_in_the_same_process(tmp_path, monkeypatch):
+    """A sweep checks each of its runs before any starts: offline, the network is asked once, not once a run."""
+    tries = []
+
+    def offline(*args, **kwargs):
+        tries.append(args)
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", offline)
+    messages = []
+    for _ in range(3):
+        with pytest.raises(FileNotFoundError) as info:
+            load_cifar10(tmp_path, download=True)
+        messages.append(str(info.value))
+    assert len(tries) == 1 and len(set(messages)) == 1 and "Network is unreachable" in messages[0]
+    with pytest.raises(FileNotFoundError):
+        load_cifar10(tmp_path / "elsewhere", download=True)
+    assert len(tries) == 2  # another folder is another download
+
+
 def test_the_md5_sums_are_remembered_across_processes_while_the_files_stay_the_same(tmp_path, monkeypatch):
     from llbbench.data import cifar
 
