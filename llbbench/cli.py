@@ -153,12 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     from .backend import lifetime
 
     lifetime.watch_parent()  # started by another llbbench command (tune's sweeps): it ends with that command
-    lifetime.stop_on_terminate()  # SIGTERM stops a command as Ctrl-C does
     lifetime.adopt_children()  # and what it starts (a sweep's workers, tune's sweeps) ends with it
-    from .commands import torchrun
-
-    torchrun.capture_stderr()  # a process that `llbbench torchrun` started: it says each problem once
     try:
+        lifetime.stop_on_terminate()  # SIGTERM stops a command as Ctrl-C does, from here on
+        from .commands import torchrun
+
+        torchrun.capture_stderr()  # a process that `llbbench torchrun` started: it says each problem once
+        if command in COMMANDS:
+            with lifetime.stops_held():  # torch's own import of numpy would swallow a stop (backend/lifetime.py)
+                import numpy  # noqa: F401
+                import torch  # noqa: F401
         return _dispatch(command, rest)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (backend/lifetime.py), at any moment: what is done stays done
         print(f"llbbench {command}: {str(e) or INTERRUPTED}", file=sys.stderr)

@@ -135,3 +135,28 @@ def test_a_sigterm_while_a_command_still_imports_gives_one_line_and_exit_130(com
     assert out.stderr.strip().splitlines() == [f"llbbench {command}: stopped by signal SIGTERM: run the same command "
                                                "to go on"], out.stderr  # fmt: skip
     assert not list(tmp_path.iterdir())  # stopped before anything was written
+
+
+@pytest.mark.parametrize(("signame", "said"), [("SIGTERM", "stopped by signal SIGTERM: run the same command to go on"),
+                                               ("SIGINT", "interrupted: run the same command to go on")])  # fmt: skip
+def test_a_stop_while_torch_loads_numpy_is_not_lost(signame, said, cifar_root, tmp_path):
+    """torch's C init imports numpy and takes any error there as "no numpy": a stop raised inside it was lost, and
+    the command trained on to its end (the soak found it). The stop is held over those imports and acted on."""
+    script = (
+        "import importlib.abc, os, signal, sys\n"
+        "class StopOnImport(importlib.abc.MetaPathFinder):\n"
+        "    sent = False\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'numpy' and not self.sent:  # one signal, at the first import of numpy\n"
+        "            self.sent = True\n"
+        f"            os.kill(os.getpid(), signal.{signame})\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, StopOnImport())\n"
+        "from llbbench.cli import main\n"
+        f"sys.exit(main(['run', 'device=cpu', 'model=mlp', 'train.epochs=1', 'results_dir={tmp_path}']))\n"
+    )
+    env = {**os.environ, "LLBBENCH_DATA": str(cifar_root)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 130, out.stdout + out.stderr
+    assert out.stderr.strip().splitlines() == [f"llbbench run: {said}"], out.stderr
+    assert not list(tmp_path.iterdir())  # stopped before anything was written

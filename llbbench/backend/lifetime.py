@@ -14,10 +14,12 @@ stop them too, however it is stopped:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
 
 ENV = "LLBBENCH_PARENT_PID"  # internal: the llbbench process that started this one
@@ -59,4 +61,41 @@ def stop_on_terminate() -> None:
 
 def _as_interrupt(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}: run the same command to go on")
+    raise _stop(signum)
+
+
+def _stop(signum: int) -> KeyboardInterrupt:
+    if signum == signal.SIGINT:
+        return KeyboardInterrupt()  # Ctrl-C: the command says it was interrupted
+    return KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}: run the same command to go on")
+
+
+@contextlib.contextmanager
+def stops_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while the block runs, then stop (KeyboardInterrupt) if one came.
+
+    For imports of compiled libraries that catch any error of what they import: torch's C init imports numpy
+    and takes a failure there as "no numpy", so a KeyboardInterrupt raised inside it was lost and the command
+    ran on to its end (the soak found it), or failed later with "cannot load module more than once". A second
+    signal while held ends the process at once, as a second SIGTERM does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if came:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        came.append(signum)
+
+    previous = {number: signal.signal(number, hold) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if came:
+        if came[0] == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as _as_interrupt: a second SIGTERM ends it at once
+        raise _stop(came[0])
