@@ -6,7 +6,7 @@
 - An installed package may declare optimizers in the entry-point group `llbbench.optimizers`: each entry point
   loads an `OptimizerSpec`, a list of them, or a callable returning either; `load_plugins` registers them (once,
   on the first lookup of a name the registry lacks). Their configs come through the group `llbbench.configs`
-  (see llbbench/config.py).
+  (llbbench/config/sources.py).
 - `code_fingerprint`: what an outside optimizer's code is (its package, version and a hash of its module's
   source), for a run's identity: fixing a bug in it gives new run directories.
 """
