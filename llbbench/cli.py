@@ -39,6 +39,7 @@ commands:
 """
 
 COMMANDS = ("run", "tune", "prepare-data", "saddle", "torchrun", "report")
+TRAINING = ("run", "tune", "saddle", "prepare-data", "torchrun")  # the commands that load torch to train or decode
 INTERRUPTED = "interrupted: run the same command to go on"  # Ctrl-C without a message of its own
 
 
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         from .commands import torchrun
 
         torchrun.capture_stderr()  # a process that `llbbench torchrun` started: it says each problem once
-        if command in COMMANDS:
+        if command in TRAINING and not {"-h", "--help"} & set(rest):
             with lifetime.stops_held():  # torch's own import of numpy would swallow a stop (backend/lifetime.py)
                 import numpy  # noqa: F401
                 import torch  # noqa: F401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,12 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from llbbench.config import CONFIG_PACKAGE
+
+# A suite started in the background by a shell (`make test &`, nohup) inherits SIGINT ignored, and so would every
+# command a test starts: Ctrl-C sent by a test would then be ignored. Giving SIGINT a handler here gives the
+# commands the default one (an exec resets handled signals, not ignored ones).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # the md5 sums of CIFAR-10's files are remembered across processes (llbbench/data/cifar.py): in a folder of the
 # test session (each xdist worker its own, inherited by the processes the tests start), not the user's cache
