@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .. import config
-from ..config import error_line
+from ..config import error_line, launchers
 from .sweeps import sweep_points
 
 PREFIX = "llbbench run: error:"
@@ -53,11 +53,11 @@ def check_writable(folder: Path, option: str) -> None:
 
 def launcher_problem(launcher: DictConfig) -> str | None:
     """Why the sweep's launcher cannot start (one line), or None: joblib's `n_jobs`, and Slurm where there is none."""
-    target = str(launcher.get("_target_", ""))
-    if "JoblibLauncher" in target and launcher.get("n_jobs") == 0:
+    which = launchers.kind(launcher)
+    if which == "joblib" and launcher.get("n_jobs") == 0:
         return ("hydra.launcher.n_jobs=0 runs nothing: give the number of runs at once (e.g. 2), or -1 for one per "
                 "core")  # fmt: skip
-    if "SlurmLauncher" in target:
+    if which == "slurm":
         missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
         if missing:
             verb = "is" if len(missing) == 1 else "are"

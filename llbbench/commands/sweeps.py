@@ -8,6 +8,7 @@ run, in whatever process or machine a launcher puts it, reads the total from the
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -36,16 +37,23 @@ MEDIUM_PLAN = {"table2_cifar10": (), "ablation_llb": (), "ablation_ratio": (), "
 def sweep_points(config: DictConfig, swept: list[str] | tuple[str, ...] = ()) -> list[list[str]] | None:
     """The overrides of every run the basic sweeper makes of the sweep's parameters and command-line overrides,
     and of `swept` (sweep overrides such as `optimizer=sgd,adam` that a composed config cannot hold; they win
-    over the parameters of the same key, as on the command line). None when Hydra's internals have moved."""
-    try:  # Hydra's own expansion, so that the runs are the sweeper's
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-    except ImportError:
-        return None
+    over the parameters of the same key, as on the command line), in the basic sweeper's order: the product of
+    each key's values, a key keeping the place of its first mention and the values of its last. None for a sweep
+    the basic sweeper does not make (a range or an interval: another sweeper's)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task) + list(swept)
-    overrides = OverridesParser.create().parse_overrides(arguments)
-    return [point for batch in BasicSweeper.split_arguments(overrides, None) for point in batch]
+    by_key: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            by_key[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            by_key[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            return None
+    return [list(point) for point in itertools.product(*by_key.values())]
 
 
 def sweep_size(config: DictConfig) -> int | None:

@@ -8,6 +8,7 @@ import re
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from . import launchers
 from .errors import first_line
 from .sources import compose
 
@@ -47,11 +48,12 @@ def error_line(error: BaseException, overrides: list[str] | tuple[str, ...] = ()
                 f"a list ({key}=[a,b]); for one value that holds a comma, quote it: '{key}=\"{value}\"'")  # fmt: skip
     cause = error.__cause__
     unknown = re.fullmatch(r"Could not override '([^']+)'\.", text)
-    if unknown and isinstance(cause, ConfigKeyError | ConfigAttributeError) and "BasicLauncherConf" not in str(cause):
+    of_default_launcher = launchers.about_default_launcher(cause)
+    if unknown and isinstance(cause, ConfigKeyError | ConfigAttributeError) and not of_default_launcher:
         return _unknown_override(unknown.group(1), overrides)
     if isinstance(cause, OmegaConfBaseException):
         text = f"{text.rstrip('.')}: {first_line(cause)}"
-        if "BasicLauncherConf" in str(cause):
+        if of_default_launcher:
             text += " (the default launcher runs one run after another: choose a launcher first, e.g. " \
                     "hydra/launcher=joblib)"  # fmt: skip
     return text

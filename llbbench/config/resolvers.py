@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from . import launchers
+
 
 def _pick(key: str, table: DictConfig) -> object:
     """`${pick:KEY,{a: 1, b: 2, default: 3}}`: the table's value for KEY, else its `default`."""
@@ -58,9 +60,7 @@ def _world_size(*, _root_: DictConfig) -> Any:
         from hydra.core.hydra_config import HydraConfig
 
         launcher = HydraConfig.get().launcher if HydraConfig.initialized() else None
-    if launcher is None or "tasks_per_node" not in launcher:
-        return 1
-    return int(launcher.get("nodes") or 1) * int(launcher.tasks_per_node or 1)
+    return launchers.processes_per_run(launcher)
 
 
 def _data_fingerprint(*, _parent_: DictConfig) -> str:
