@@ -64,10 +64,15 @@ def _as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise _stop(signum)
 
 
+def stop_message(signum: int) -> str:
+    """What a command stopped by signal `signum` says (after `llbbench COMMAND: `)."""
+    return f"stopped by signal {signal.Signals(signum).name}: run the same command to go on"
+
+
 def _stop(signum: int) -> KeyboardInterrupt:
     if signum == signal.SIGINT:
         return KeyboardInterrupt()  # Ctrl-C: the command says it was interrupted
-    return KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}: run the same command to go on")
+    return KeyboardInterrupt(stop_message(signum))
 
 
 @contextlib.contextmanager

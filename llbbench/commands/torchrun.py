@@ -21,11 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..backend import lifetime
+
 ENV = "LLBBENCH_TORCHRUN_STDERR"  # internal: the folder where the processes of `llbbench torchrun` write stderr
 FORM = "llbbench torchrun [TORCHRUN OPTIONS] run [OVERRIDES]"
 TIME = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,.]+\]")  # a log record's time, as Hydra's console log writes it
 OURS = re.compile(r"^(rank \d+: )?llbbench [\w-]+: ")  # a line by which a command says why it ended
-STOPPED = "stopped by signal {}: run the same command to go on"
 
 
 def capture_stderr() -> None:
@@ -105,8 +106,8 @@ def _launch(torch_run, args, folder: Path) -> int:
     except (SignalException, KeyboardInterrupt) as e:
         said = _say_the_others(folder)
         if not said:
-            name = e.sigval.name if isinstance(e, SignalException) else "SIGINT"
-            print(f"llbbench torchrun: {STOPPED.format(name)}", file=sys.stderr)
+            number = e.sigval if isinstance(e, SignalException) else signal.SIGINT
+            print(f"llbbench torchrun: {lifetime.stop_message(number)}", file=sys.stderr)
         return 130
     except Exception as e:  # the rendezvous and the launcher's own checks: nothing was trained
         _say_the_others(folder)
